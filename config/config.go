@@ -1,0 +1,253 @@
+package config
+
+import (
+	"net/url"
+	"time"
+)
+
+// Config is the validated runtime configuration. It is plain data: no
+// atomics, servers or callbacks. It is built once by Load or Parse from the
+// file format (file.go) and never mutated afterwards.
+type Config struct {
+	// File is the path the configuration was read from ("-" for stdin).
+	File string
+
+	Listen          string
+	ShutdownTimeout time.Duration
+	RevokeOnExit    bool
+
+	Admin     Admin
+	Log       Log
+	Telemetry Telemetry
+
+	// Vault is nil when the file has no vault section.
+	Vault *Vault
+
+	// Credentials are sorted by name.
+	Credentials []Credential
+	// Routes keep the order of the file.
+	Routes []Route
+	// Certificates are sorted by name.
+	Certificates []Certificate
+
+	// TLS is nil when inbound TLS is off.
+	TLS *TLS
+	// ForwardProxy is nil when the forward-proxy mode is off.
+	ForwardProxy *ForwardProxy
+}
+
+// Admin is the admin API listener.
+type Admin struct {
+	Listen string
+	// Token, when set, is required as a bearer token on POST calls.
+	Token *Ref
+}
+
+// Log configures the process logger.
+type Log struct {
+	Level    string // debug | info | warn | error
+	Format   string // json | text
+	Requests bool   // one audit line per proxied request
+}
+
+// Telemetry configures OpenTelemetry export.
+type Telemetry struct {
+	OTLPEndpoint string
+	ServiceName  string
+}
+
+// Vault is the Vault client configuration. Empty fields fall back to the
+// usual VAULT_* environment variables where the client resolves them.
+type Vault struct {
+	Address   string
+	CACert    string
+	Namespace string
+	Auth      VaultAuth
+}
+
+// VaultAuth selects and configures a Vault auth method.
+type VaultAuth struct {
+	Method   string // token | approle | kubernetes
+	Mount    string // auth mount path; defaults to the method name
+	Role     string // kubernetes
+	Token    *Ref   // token
+	RoleID   *Ref   // approle
+	SecretID *Ref   // approle
+	JWT      *Ref   // kubernetes service-account token; default file:/var/run/secrets/kubernetes.io/serviceaccount/token
+}
+
+// Source names for credentials.
+const (
+	SourceVaultKV    = "vault-kv"
+	SourceVaultLease = "vault-lease"
+	SourceOAuth2     = "oauth2"
+	SourceFile       = "file"
+	SourceEnv        = "env"
+	SourceExec       = "exec"
+)
+
+// Credential is one upstream credential and where it comes from. Only the
+// fields of its Source are set.
+type Credential struct {
+	Name   string
+	Source string
+	Line   int // line of the credential's key in the file, for messages
+
+	// vault-kv, vault-lease, file
+	Path string
+	// vault-kv: the field of the KV secret holding the value.
+	Field string
+	// vault-kv, exec: how often the value is re-read.
+	Refresh time.Duration
+
+	// vault-lease
+	Data      map[string]any // non-nil: write instead of read
+	Renew     bool
+	RevokeOld bool
+
+	// oauth2
+	TokenURL      string
+	ClientID      string
+	ClientSecret  *Ref
+	Scopes        []string
+	Audience      string
+	AuthStyle     string // basic | post
+	RevocationURL string
+	Params        map[string]string // extra token-request parameters
+
+	// env: the variable name.
+	EnvName string
+
+	// exec
+	Command []string
+	Timeout time.Duration
+
+	// every source
+	RefreshBefore RefreshBefore
+	MaxStale      time.Duration
+}
+
+// RefreshBefore says when to refresh ahead of expiry: when Fraction of the
+// lifetime is left, or, when Duration is non-zero, when Duration is left.
+type RefreshBefore struct {
+	Fraction float64
+	Duration time.Duration
+}
+
+// Injection forms.
+const (
+	AsBearer = "bearer"
+	AsHeader = "header"
+	AsBasic  = "basic"
+	AsQuery  = "query"
+	AsSigV4  = "aws-sigv4"
+)
+
+// Route maps matching requests to an upstream and says what to inject.
+type Route struct {
+	Name string
+	Line int
+
+	// Match: Host (port ignored, lower case) and/or PathPrefix ("/" when unset).
+	Host       string
+	PathPrefix string
+
+	Upstream    *url.URL
+	StripPrefix bool
+	Inject      *Inject // nil: nothing injected
+	Timeout     time.Duration
+	UpstreamTLS *UpstreamTLS
+}
+
+// Inject says which credential a route injects and in which form.
+type Inject struct {
+	Credential string
+	As         string
+	Header     string // header: the header name
+	Format     string // header: e.g. "token %s"; empty means the bare value
+	Param      string // query: the parameter name
+	Username   string // basic: the user name (else the secret's "username" field)
+	Region     string // aws-sigv4
+	Service    string // aws-sigv4
+}
+
+// UpstreamTLS configures TLS towards a route's upstream.
+type UpstreamTLS struct {
+	CA         *Ref   // pinned CA bundle
+	ClientCert string // a certificate name from Certificates
+	ServerName string
+	// InsecureSkipVerify is deliberately absent: verification is always on.
+}
+
+// Certificate is an outbound client certificate.
+type Certificate struct {
+	Name       string
+	Line       int
+	Source     string // vault-pki | file
+	Path       string
+	CommonName string
+	TTL        time.Duration
+	CertFile   string // file
+	KeyFile    string // file
+}
+
+// TLS is the inbound TLS listener.
+type TLS struct {
+	Listen string
+	ACME   *ACME
+}
+
+// ACME configures certificate issuance for the inbound listener.
+type ACME struct {
+	Domains    []string
+	Email      string
+	Directory  string
+	Challenge  string // tls-alpn-01 | http-01
+	HTTPListen string
+	CARoots    *Ref
+	Storage    string // "memory" or "vault:PATH"
+}
+
+// ForwardProxy configures the HTTPS_PROXY mode.
+type ForwardProxy struct {
+	Listen         string
+	InterceptHosts []string
+	CACertOut      string
+	AllowTunnel    []string
+}
+
+// RefKind is the kind of a secret reference.
+type RefKind string
+
+// Secret reference kinds.
+const (
+	RefEnv   RefKind = "env"
+	RefFile  RefKind = "file"
+	RefVault RefKind = "vault"
+)
+
+// Ref is a reference to a secret held elsewhere: env:NAME, file:PATH or
+// vault:PATH#FIELD. Config never holds a literal secret.
+type Ref struct {
+	Kind  RefKind
+	Name  string // env: variable; file: path; vault: path
+	Field string // vault only
+}
+
+// String renders the reference as written in the file. It holds no secret.
+func (r Ref) String() string {
+	if r.Kind == RefVault {
+		return string(r.Kind) + ":" + r.Name + "#" + r.Field
+	}
+	return string(r.Kind) + ":" + r.Name
+}
+
+// Credential returns the credential with the given name, or nil.
+func (c *Config) Credential(name string) *Credential {
+	for i := range c.Credentials {
+		if c.Credentials[i].Name == name {
+			return &c.Credentials[i]
+		}
+	}
+	return nil
+}
