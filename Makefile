@@ -1,0 +1,45 @@
+# Thin wrappers over the go tool. `make run` is the demo; `make test` is
+# everything CI runs.
+GO       ?= go
+BIN      ?= bin/sidekey
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT   ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+FUZZTIME ?= 10s
+
+.PHONY: build run test unit e2e fuzz lint bench bench-smoke clean
+
+# The same static build as the Dockerfile.
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/sidekey
+
+run: build
+	./$(BIN) demo
+
+test: lint unit fuzz bench-smoke e2e
+
+unit:
+	$(GO) test -race -shuffle=on -count=1 ./...
+
+# The end-to-end suite builds and drives the real binary over loopback.
+e2e: build
+	cd e2e && SIDEKEY_BIN=$(abspath $(BIN)) $(GO) test -race -count=1 -timeout 15m ./...
+
+fuzz:
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./config/
+	$(GO) test -run='^$$' -fuzz='^FuzzRouter$$' -fuzztime=$(FUZZTIME) ./proxy/
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above need formatting'; exit 1; }
+	$(GO) vet ./...
+	cd e2e && $(GO) vet ./...
+
+# Go benchmarks of the hot path; CI runs each once so they keep working.
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem ./...
+
+bench-smoke:
+	$(GO) test -run='^$$' -bench=. -benchtime=1x ./...
+
+clean:
+	rm -rf bin

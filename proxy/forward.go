@@ -1,0 +1,180 @@
+package proxy
+
+import (
+	"bytes"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/sidekey/sidekey/injector"
+)
+
+// exchange is per-request scratch space, pooled so that the request path
+// allocates nothing in steady state. It never outlives its handler call.
+type exchange struct {
+	edit requestEditor
+	buf  []byte // injection scratch
+	path []byte // rewritten upstream path
+	log  []byte // logged path
+	rid  []byte // generated request ID
+}
+
+var exchanges = sync.Pool{New: func() any { return new(exchange) }}
+
+// handle is the app-facing request handler.
+func (p *Proxy) handle(ctx *fasthttp.RequestCtx) {
+	p.inflight.Add(1)
+	defer p.inflight.Add(-1)
+	x := exchanges.Get().(*exchange)
+	defer exchanges.Put(x)
+	rec := record{start: ctx.Time()}
+	p.forward(ctx, x, &rec)
+	p.audit(ctx, &rec)
+}
+
+// record is what the audit line reports about one request.
+type record struct {
+	start   time.Time
+	route   *route
+	version *injector.Version
+	path    []byte
+	rid     []byte
+}
+
+func (p *Proxy) forward(ctx *fasthttp.RequestCtx, x *exchange, rec *record) {
+	req := &ctx.Request
+	rt, status, code := p.table.Load().pick(req)
+	if rt == nil {
+		writeError(ctx, status, code, "")
+		return
+	}
+	rec.route = rt
+	if rt.holder != nil {
+		v, err := rt.holder.Acquire()
+		if err != nil {
+			writeError(ctx, fasthttp.StatusServiceUnavailable, codeUnavailable, rt.credential)
+			return
+		}
+		defer v.Release()
+		rec.version = v
+	}
+	if req.IsBodyStream() {
+		// A streamed upload may outlast the server's read timeout, which
+		// exists to bound slow headers; the route timeout bounds the rest.
+		_ = ctx.SetReadDeadline(time.Time{})
+	}
+	clientClose := req.Header.ConnectionClose()
+	upgrade := isUpgrade(&req.Header)
+	x.prepare(req, rt, upgrade, rec, p.rids)
+	if rec.version != nil {
+		x.buf = rt.form.Apply(&x.edit, rec.version.Secret(), x.buf)
+	}
+	if upgrade {
+		if err := p.tunnel(ctx, rt); err != nil {
+			status, code := errorStatus(err)
+			writeError(ctx, status, code, "")
+		}
+		return
+	}
+	p.exchange(ctx, rt)
+	if clientClose {
+		ctx.SetConnectionClose()
+	}
+}
+
+// exchange sends the prepared request upstream and leaves the answer, or a
+// JSON error, in ctx.Response. A streamed upstream body is handed to the
+// server, which writes it after the handler returns and then closes it.
+func (p *Proxy) exchange(ctx *fasthttp.RequestCtx, rt *route) {
+	resp := &ctx.Response
+	var err error
+	if rt.timeout > 0 {
+		err = rt.client.DoTimeout(&ctx.Request, resp, rt.timeout)
+	} else {
+		err = rt.client.Do(&ctx.Request, resp)
+	}
+	if err != nil {
+		status, code := errorStatus(err)
+		p.Log.WithField("route", rt.name).WithError(err).Debug("upstream request failed")
+		writeError(ctx, status, code, "")
+		return
+	}
+	stripResponseHops(&resp.Header)
+	if resp.IsBodyStream() {
+		resp.ImmediateHeaderFlush = true
+	}
+}
+
+// prepare rewrites the app's request in place for the upstream: hop-by-hop
+// and credential-carrying headers out, path rewritten, Host set, a request ID
+// assigned. It records the app's path (query without the injected parameter)
+// for the audit line.
+func (x *exchange) prepare(req *fasthttp.Request, rt *route, upgrade bool, rec *record, ids *requestIDs) {
+	x.edit.r = req
+	stripRequestHops(&req.Header, upgrade)
+	if rt.form != nil {
+		rt.form.Strip(&x.edit)
+	}
+	uri := req.URI()
+	x.log = append(x.log[:0], uri.Path()...)
+	if q := uri.QueryString(); len(q) > 0 {
+		x.log = append(append(x.log, '?'), q...)
+	}
+	rec.path = x.log
+	x.path = rt.upstreamPath(x.path[:0], uri.Path())
+	uri.SetPathBytes(x.path)
+	uri.SetHost(rt.upHost)
+	req.Header.SetHost(rt.upHost)
+	rec.rid = req.Header.Peek(headerRequestID)
+	if len(rec.rid) == 0 {
+		x.rid = ids.append(x.rid[:0])
+		req.Header.SetBytesV(headerRequestID, x.rid)
+		rec.rid = x.rid
+	}
+}
+
+const headerRequestID = "X-Request-Id"
+
+// upstreamPath appends the upstream path for an app path to dst: the
+// upstream's base path, then the app path with the route prefix stripped
+// when the route says so.
+func (rt *route) upstreamPath(dst, path []byte) []byte {
+	dst = append(dst, rt.basePath...)
+	if rt.strip {
+		if len(path) >= len(rt.prefix) {
+			path = path[len(rt.prefix):]
+		} else {
+			path = nil
+		}
+	}
+	if len(path) == 0 || path[0] != '/' {
+		dst = append(dst, '/')
+	}
+	return append(dst, path...)
+}
+
+// pick finds the route for a request, or the status and code to refuse it
+// with. An absolute-form request is served only when its host is a route's
+// host: the app-facing listener is never an open proxy.
+func (t *table) pick(req *fasthttp.Request) (*route, int, string) {
+	if req.Header.IsConnect() {
+		return nil, fasthttp.StatusMethodNotAllowed, codeMethod
+	}
+	if conflictingFraming(&req.Header) {
+		return nil, fasthttp.StatusBadRequest, codeBadRequest
+	}
+	uri := req.URI()
+	if isAbsoluteForm(req.Header.RequestURI()) && !t.router.hasHost(uri.Host()) {
+		return nil, fasthttp.StatusForbidden, codeNotProxy
+	}
+	rt := t.router.match(uri.Host(), uri.Path())
+	if rt == nil {
+		return nil, fasthttp.StatusNotFound, codeNoRoute
+	}
+	return rt, 0, ""
+}
+
+func isAbsoluteForm(uri []byte) bool {
+	return len(uri) > 0 && uri[0] != '/' && !bytes.Equal(uri, []byte("*"))
+}

@@ -1,0 +1,107 @@
+package proxy
+
+import (
+	"bytes"
+
+	"github.com/valyala/fasthttp"
+)
+
+// hopHeaders are hop-by-hop headers (RFC 9110 section 7.6.1) removed in both
+// directions, as net/http/httputil's ReverseProxy does. Connection and
+// Transfer-Encoding are handled separately: fasthttp manages their framing.
+var hopHeaders = []string{
+	"Keep-Alive",
+	"Proxy-Connection",
+	"Proxy-Authenticate",
+	"Proxy-Authorization",
+	"Te",
+	"Trailer",
+	"Upgrade",
+}
+
+// stripRequestHops removes hop-by-hop headers from an app request, keeping
+// Connection and Upgrade on a protocol upgrade (the tunnel needs them).
+func stripRequestHops(h *fasthttp.RequestHeader, upgrade bool) {
+	delListed(h.Peek(fasthttp.HeaderConnection), h.DelBytes)
+	for _, k := range hopHeaders {
+		if upgrade && k == "Upgrade" {
+			continue
+		}
+		h.Del(k)
+	}
+	if !upgrade {
+		h.Del(fasthttp.HeaderConnection)
+	}
+}
+
+// stripResponseHops removes hop-by-hop headers from an upstream response.
+// Connection: close stays (fasthttp needs it to retire the upstream
+// connection); the server decides about the app's connection by itself.
+func stripResponseHops(h *fasthttp.ResponseHeader) {
+	delListed(h.Peek(fasthttp.HeaderConnection), h.DelBytes)
+	for _, k := range hopHeaders {
+		h.Del(k)
+	}
+}
+
+// delListed deletes every header named in a Connection value, except the
+// connection options fasthttp itself interprets.
+func delListed(conn []byte, del func([]byte)) {
+	for len(conn) > 0 {
+		var tok []byte
+		if i := bytes.IndexByte(conn, ','); i >= 0 {
+			tok, conn = conn[:i], conn[i+1:]
+		} else {
+			tok, conn = conn, nil
+		}
+		tok = bytes.TrimSpace(tok)
+		if len(tok) == 0 || isConnOption(tok) {
+			continue
+		}
+		del(tok)
+	}
+}
+
+func isConnOption(tok []byte) bool {
+	return bytes.EqualFold(tok, []byte("close")) || bytes.EqualFold(tok, []byte("keep-alive")) ||
+		bytes.EqualFold(tok, []byte("upgrade"))
+}
+
+// isUpgrade reports a protocol upgrade request (websockets).
+func isUpgrade(h *fasthttp.RequestHeader) bool {
+	return h.ConnectionUpgrade() && len(h.Peek(fasthttp.HeaderUpgrade)) > 0
+}
+
+// conflictingFraming reports a request that carries both Content-Length and
+// Transfer-Encoding: a request-smuggling shape. fasthttp lets
+// Transfer-Encoding win; a proxy refuses the request instead, so that no
+// upstream can read it differently.
+func conflictingFraming(h *fasthttp.RequestHeader) bool {
+	if h.ContentLength() != -1 {
+		return false
+	}
+	raw := h.RawHeaders()
+	for len(raw) > 0 {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = nil
+		}
+		if k, _, ok := bytes.Cut(line, []byte(":")); ok &&
+			bytes.EqualFold(bytes.TrimSpace(k), []byte(fasthttp.HeaderContentLength)) {
+			return true
+		}
+	}
+	return false
+}
+
+// requestEditor adapts a fasthttp request to injector.Request.
+type requestEditor struct{ r *fasthttp.Request }
+
+func (e *requestEditor) SetHeader(name string, v []byte) { e.r.Header.SetBytesV(name, v) }
+func (e *requestEditor) DelHeader(name string)           { e.r.Header.Del(name) }
+func (e *requestEditor) SetQueryArg(name string, v []byte) {
+	e.r.URI().QueryArgs().SetBytesV(name, v)
+}
+func (e *requestEditor) DelQueryArg(name string) { e.r.URI().QueryArgs().Del(name) }

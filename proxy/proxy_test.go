@@ -1,0 +1,242 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	logtest "github.com/sirupsen/logrus/hooks/test"
+
+	"github.com/sidekey/sidekey/config"
+	"github.com/sidekey/sidekey/injector"
+)
+
+// seen is what the test upstream saw of the last request.
+type seen struct {
+	hits   atomic.Int64
+	header atomic.Pointer[http.Header]
+	uri    atomic.Pointer[string]
+}
+
+func newUpstream(t *testing.T) (*seen, *url.URL) {
+	t.Helper()
+	s := &seen{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.hits.Add(1)
+		h := r.Header.Clone()
+		s.header.Store(&h)
+		uri := r.RequestURI
+		s.uri.Store(&uri)
+		w.Header().Set("Keep-Alive", "timeout=5")
+		_, _ = io.WriteString(w, "upstream ok")
+	}))
+	t.Cleanup(srv.Close)
+	u, _ := url.Parse(srv.URL)
+	return s, u
+}
+
+// env is a map-backed credential store the test changes at will.
+type env struct {
+	vals atomic.Pointer[map[string]string]
+}
+
+func (e *env) set(k, v string) {
+	m := map[string]string{k: v}
+	e.vals.Store(&m)
+}
+
+func (e *env) lookup(k string) (string, bool) {
+	m := e.vals.Load()
+	if m == nil {
+		return "", false
+	}
+	v, ok := (*m)[k]
+	return v, ok
+}
+
+// startProxy serves routes on loopback, with one env-backed credential
+// "cred" read from e under the variable TOKEN.
+func startProxy(t *testing.T, e *env, routes ...config.Route) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	set, err := injector.NewSet([]config.Credential{{Name: "cred", Source: "env", EnvName: "TOKEN"}},
+		injector.SetOptions{NewSource: func(config.Credential) (injector.Source, error) {
+			return &injector.EnvSource{Name: "TOKEN", Lookup: e.lookup}, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = set.Run(ctx) }()
+	log, _ := logtest.NewNullLogger()
+	px, err := New(&config.Config{Routes: routes}, set, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = px.Serve(ln) }()
+	t.Cleanup(func() { _ = px.Shutdown(context.Background()) })
+	return "http://" + ln.Addr().String()
+}
+
+func testRoute(name, prefix string, up *url.URL, in *config.Inject) config.Route {
+	return config.Route{Name: name, PathPrefix: prefix, Upstream: up, StripPrefix: true, Inject: in, Timeout: 5 * time.Second}
+}
+
+// get retries until the credential has loaded or the deadline passes.
+func get(t *testing.T, req *http.Request, want int) *http.Response {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := req.Clone(context.Background())
+		resp, err := http.DefaultTransport.RoundTrip(r)
+		if err == nil && (resp.StatusCode == want || time.Now().After(deadline)) {
+			return resp
+		}
+		if err == nil {
+			resp.Body.Close()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling with a deadline, not a guess
+	}
+}
+
+func TestInjectionStripsAppCredentialsAndHops(t *testing.T) {
+	up, u := newUpstream(t)
+	e := &env{}
+	e.set("TOKEN", "tok-123")
+	base := startProxy(t, e,
+		testRoute("bearer", "/b/", u, &config.Inject{Credential: "cred", As: "bearer"}),
+		testRoute("query", "/q/", u, &config.Inject{Credential: "cred", As: "query", Param: "api_key"}),
+		testRoute("hdr", "/h/", u, &config.Inject{Credential: "cred", As: "header", Header: "X-Api-Key", Format: "token %s"}),
+		testRoute("basic", "/basic/", u, &config.Inject{Credential: "cred", As: "basic", Username: "bot"}),
+	)
+	req, _ := http.NewRequest("GET", base+"/b/items?x=1", nil)
+	req.Header.Set("Authorization", "Bearer app-forged")
+	req.Header.Set("Proxy-Authorization", "Basic Zm9vOmJhcg==")
+	req.Header.Set("Connection", "X-Hop")
+	req.Header.Set("X-Hop", "must-not-pass")
+	req.Header.Set("Keep-Alive", "timeout=1")
+	resp := get(t, req, 200)
+	resp.Body.Close()
+	h := *up.header.Load()
+	if got := h.Get("Authorization"); got != "Bearer tok-123" {
+		t.Errorf("Authorization = %q", got)
+	}
+	for _, k := range []string{"Proxy-Authorization", "X-Hop", "Keep-Alive"} {
+		if h.Get(k) != "" {
+			t.Errorf("%s reached the upstream", k)
+		}
+	}
+	if h.Get("X-Request-Id") == "" {
+		t.Error("no X-Request-Id")
+	}
+	if got := *up.uri.Load(); got != "/items?x=1" {
+		t.Errorf("upstream URI %q", got)
+	}
+	if resp.Header.Get("Keep-Alive") != "" {
+		t.Error("response hop-by-hop header passed")
+	}
+
+	req, _ = http.NewRequest("GET", base+"/q/x?api_key=forged&y=2", nil)
+	get(t, req, 200).Body.Close()
+	if got := *up.uri.Load(); !strings.Contains(got, "api_key=tok-123") || strings.Contains(got, "forged") || !strings.Contains(got, "y=2") {
+		t.Errorf("query form: upstream URI %q", got)
+	}
+
+	req, _ = http.NewRequest("GET", base+"/h/x", nil)
+	req.Header.Set("X-Api-Key", "forged")
+	get(t, req, 200).Body.Close()
+	if got := up.header.Load().Values("X-Api-Key"); len(got) != 1 || got[0] != "token tok-123" {
+		t.Errorf("header form: %q", got)
+	}
+
+	req, _ = http.NewRequest("GET", base+"/basic/x", nil)
+	req.SetBasicAuth("app", "forged")
+	get(t, req, 200).Body.Close()
+	r := &http.Request{Header: *up.header.Load()}
+	if user, pass, ok := r.BasicAuth(); !ok || user != "bot" || pass != "tok-123" {
+		t.Errorf("basic form: %q %q %v", user, pass, ok)
+	}
+}
+
+func TestFailsClosedWithoutCredential(t *testing.T) {
+	up, u := newUpstream(t)
+	e := &env{} // TOKEN unset
+	base := startProxy(t, e, testRoute("bearer", "/b/", u, &config.Inject{Credential: "cred", As: "bearer"}))
+	req, _ := http.NewRequest("GET", base+"/b/x", nil)
+	resp := get(t, req, 503)
+	var body map[string]string
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || body["error"] != "credential_unavailable" || body["credential"] != "cred" {
+		t.Fatalf("got %d %v", resp.StatusCode, body)
+	}
+	if up.hits.Load() != 0 {
+		t.Fatal("request reached the upstream without a credential")
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	up, u := newUpstream(t)
+	e := &env{}
+	e.set("TOKEN", "tok")
+	base := startProxy(t, e, testRoute("bearer", "/b/", u, &config.Inject{Credential: "cred", As: "bearer"}))
+	addr := strings.TrimPrefix(base, "http://")
+	tests := []struct {
+		name, raw string
+		status    int
+		code      string
+	}{
+		{"no route", "GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", 404, "no_route"},
+		{"absolute form", "GET http://evil.example/b/x HTTP/1.1\r\nHost: evil.example\r\n\r\n", 403, "absolute_form_refused"},
+		{"connect", "CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n", 405, "method_not_allowed"},
+		{"smuggling", "POST /b/x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /b/smuggled HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request"},
+		{"header too large", "GET /b/x HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 64<<10) + "\r\n\r\n", 431, "request_header_too_large"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, body := rawRequest(t, addr, tt.raw)
+			if status != tt.status || !strings.Contains(body, `"error":"`+tt.code+`"`) {
+				t.Fatalf("got %d %s", status, body)
+			}
+		})
+	}
+	if up.hits.Load() != 0 {
+		t.Fatalf("upstream saw %d requests", up.hits.Load())
+	}
+	req, _ := http.NewRequest("GET", base+"/b/ok", nil)
+	get(t, req, 200).Body.Close() // still serving
+}
+
+func rawRequest(t *testing.T, addr, raw string) (int, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	go func() { _, _ = io.WriteString(c, raw) }()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}

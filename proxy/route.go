@@ -1,0 +1,111 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/sidekey/sidekey/config"
+	"github.com/sidekey/sidekey/injector"
+)
+
+// route is a config.Route compiled for the request path: its upstream
+// client, its injection form and the holder of its credential. Immutable.
+type route struct {
+	name     string
+	host     string // lower case, no port; "" matches any host
+	prefix   string
+	strip    bool
+	basePath string // upstream path without its trailing slash
+	upHost   string // Host header sent upstream
+	upstream string // upstream URL as configured, for logs
+	timeout  time.Duration
+	client   *fasthttp.HostClient
+	tls      *tls.Config // nil for plain http
+	addr     string      // dial address, host:port
+
+	credential string // "" when nothing is injected
+	holder     *injector.Holder
+	form       injector.Form
+	queryParam string // the injected query parameter, redacted in logs
+}
+
+// Holders finds a credential's holder by name; *injector.Set implements it.
+type Holders interface {
+	Holder(name string) *injector.Holder
+}
+
+// clientReadBuffer bounds upstream response headers; requests get the same.
+const clientReadBuffer = 16 << 10
+
+func compileRoute(rc config.Route, holders Holders) (*route, error) {
+	u := rc.Upstream
+	rt := &route{
+		name:     rc.Name,
+		host:     normalizeHost(rc.Host),
+		prefix:   rc.PathPrefix,
+		strip:    rc.StripPrefix,
+		basePath: strings.TrimSuffix(u.EscapedPath(), "/"),
+		upHost:   u.Host,
+		upstream: u.Scheme + "://" + u.Host + u.EscapedPath(),
+		timeout:  rc.Timeout,
+		addr:     dialAddr(u.Scheme, u.Host),
+	}
+	if rt.prefix == "" {
+		rt.prefix = "/"
+	}
+	if u.Scheme == "https" {
+		rt.tls = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
+	}
+	if err := rt.compileInject(rc.Inject, holders); err != nil {
+		return nil, fmt.Errorf("route %s: %w", rc.Name, err)
+	}
+	rt.client = &fasthttp.HostClient{
+		Addr:                          rt.addr,
+		Name:                          "",
+		NoDefaultUserAgentHeader:      true,
+		IsTLS:                         rt.tls != nil,
+		TLSConfig:                     rt.tls,
+		MaxConns:                      1024,
+		MaxIdleConnDuration:           30 * time.Second,
+		ReadBufferSize:                clientReadBuffer,
+		WriteBufferSize:               clientReadBuffer,
+		StreamResponseBody:            true,
+		DisableHeaderNamesNormalizing: false,
+		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
+			return fasthttp.DialTimeout(addr, timeout)
+		},
+	}
+	return rt, nil
+}
+
+func (rt *route) compileInject(in *config.Inject, holders Holders) error {
+	if in == nil {
+		return nil
+	}
+	form, err := injector.NewForm(*in)
+	if err != nil {
+		return err
+	}
+	h := holders.Holder(in.Credential)
+	if h == nil {
+		return fmt.Errorf("credential %q is not defined", in.Credential)
+	}
+	rt.credential, rt.holder, rt.form = in.Credential, h, form
+	rt.queryParam = injector.QueryParam(form)
+	return nil
+}
+
+func dialAddr(scheme, host string) string {
+	if _, _, err := net.SplitHostPort(host); err == nil {
+		return host
+	}
+	if scheme == "https" {
+		return net.JoinHostPort(host, "443")
+	}
+	return net.JoinHostPort(host, "80")
+}

@@ -1,0 +1,151 @@
+package telemetry
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Mask replaces a secret value wherever the Redactor finds it.
+const Mask = "[REDACTED]"
+
+// Redactor holds the set of live secret values and removes them from log
+// entries (as a logrus hook) and from formatted output (as an io.Writer
+// wrapper). Add and Remove are reference-counted: a value added twice stays
+// until removed twice. All methods are safe for concurrent use; the read
+// path is one atomic load.
+type Redactor struct {
+	mu     sync.Mutex
+	counts map[string]int
+	live   atomic.Pointer[[]string] // sorted longest first, immutable
+}
+
+// NewRedactor returns an empty Redactor.
+func NewRedactor() *Redactor {
+	r := &Redactor{counts: map[string]int{}}
+	r.live.Store(&[]string{})
+	return r
+}
+
+// Add registers secret values. Empty strings are ignored.
+func (r *Redactor) Add(values ...string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, v := range values {
+		if v != "" {
+			r.counts[v]++
+		}
+	}
+	r.publish()
+}
+
+// Remove unregisters secret values added before.
+func (r *Redactor) Remove(values ...string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, v := range values {
+		if r.counts[v] > 1 {
+			r.counts[v]--
+		} else {
+			delete(r.counts, v)
+		}
+	}
+	r.publish()
+}
+
+// publish rebuilds the immutable list; longest first so that a secret that
+// contains another is masked whole. Called with mu held.
+func (r *Redactor) publish() {
+	live := make([]string, 0, len(r.counts))
+	for v := range r.counts {
+		live = append(live, v)
+	}
+	sortLongestFirst(live)
+	r.live.Store(&live)
+}
+
+func sortLongestFirst(s []string) {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && len(s[j]) > len(s[j-1]); j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+}
+
+// String returns s with every live secret replaced by Mask.
+func (r *Redactor) String(s string) string {
+	for _, v := range *r.live.Load() {
+		if strings.Contains(s, v) {
+			s = strings.ReplaceAll(s, v, Mask)
+		}
+	}
+	return s
+}
+
+// Bytes returns b with every live secret replaced by Mask. It returns b
+// itself when b holds none.
+func (r *Redactor) Bytes(b []byte) []byte {
+	for _, v := range *r.live.Load() {
+		if bytes.Contains(b, []byte(v)) {
+			b = bytes.ReplaceAll(b, []byte(v), []byte(Mask))
+		}
+	}
+	return b
+}
+
+// Levels implements logrus.Hook: every level.
+func (r *Redactor) Levels() []logrus.Level { return logrus.AllLevels }
+
+// Fire implements logrus.Hook: it scrubs the message and every field. Fields
+// that are not strings are rendered with fmt first when they hold a secret.
+func (r *Redactor) Fire(e *logrus.Entry) error {
+	e.Message = r.String(e.Message)
+	for k, v := range e.Data {
+		e.Data[k] = r.value(v)
+	}
+	return nil
+}
+
+func (r *Redactor) value(v any) any {
+	switch x := v.(type) {
+	case string:
+		return r.String(x)
+	case []byte:
+		// JSON would encode bytes as base64, hiding a secret from the writer.
+		return r.String(string(x))
+	case nil, bool, int, int64, uint64, float64:
+		return v
+	case error:
+		if s := x.Error(); r.String(s) != s {
+			return r.String(s)
+		}
+		return v
+	}
+	s := fmt.Sprint(v)
+	if red := r.String(s); red != s {
+		return red
+	}
+	return v
+}
+
+// Writer wraps w so that every write is scrubbed: a last line of defence for
+// output that did not pass through Fire (a formatter escaping a value, a
+// library writing to the log directly).
+func (r *Redactor) Writer(w io.Writer) io.Writer { return redactingWriter{r: r, w: w} }
+
+type redactingWriter struct {
+	r *Redactor
+	w io.Writer
+}
+
+func (rw redactingWriter) Write(p []byte) (int, error) {
+	if _, err := rw.w.Write(rw.r.Bytes(p)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
