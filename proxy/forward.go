@@ -88,13 +88,8 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, x *exchange, rec *record) {
 // server, which writes it after the handler returns and then closes it.
 func (p *Proxy) exchange(ctx *fasthttp.RequestCtx, rt *route) {
 	resp := &ctx.Response
-	var err error
-	if rt.timeout > 0 {
-		err = rt.client.DoTimeout(&ctx.Request, resp, rt.timeout)
-	} else {
-		err = rt.client.Do(&ctx.Request, resp)
-	}
-	if err != nil {
+	// The route timeout is enforced per read and write by idleConn.
+	if err := rt.client.Do(&ctx.Request, resp); err != nil {
 		status, code := errorStatus(err)
 		p.Log.WithField("route", rt.name).WithError(err).Debug("upstream request failed")
 		writeError(ctx, status, code, "")

@@ -76,9 +76,7 @@ func compileRoute(rc config.Route, holders Holders) (*route, error) {
 		WriteBufferSize:               clientReadBuffer,
 		StreamResponseBody:            true,
 		DisableHeaderNamesNormalizing: false,
-		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
-			return fasthttp.DialTimeout(addr, timeout)
-		},
+		Dial:                          rt.dialIdle,
 	}
 	return rt, nil
 }
@@ -98,6 +96,24 @@ func (rt *route) compileInject(in *config.Inject, holders Holders) error {
 	rt.credential, rt.holder, rt.form = in.Credential, h, form
 	rt.queryParam = injector.QueryParam(form)
 	return nil
+}
+
+// dialIdle dials the upstream for the route's client; every connection
+// carries the route timeout as an idle bound on reads and writes.
+func (rt *route) dialIdle(addr string) (net.Conn, error) {
+	c, err := fasthttp.DialTimeout(addr, rt.dialTimeout())
+	if err != nil || rt.timeout <= 0 {
+		return c, err
+	}
+	return &idleConn{Conn: c, timeout: rt.timeout}, nil
+}
+
+// dialTimeout bounds connection set-up: the route timeout, at most 10s.
+func (rt *route) dialTimeout() time.Duration {
+	if rt.timeout > 0 && rt.timeout < 10*time.Second {
+		return rt.timeout
+	}
+	return 10 * time.Second
 }
 
 func dialAddr(scheme, host string) string {

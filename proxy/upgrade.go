@@ -17,7 +17,7 @@ const tunnelIdle = 10 * time.Minute
 // copies bytes both ways, the upstream's 101 answer included. The credential
 // is injected into the head like any request.
 func (p *Proxy) tunnel(ctx *fasthttp.RequestCtx, rt *route) error {
-	up, err := rt.dial(rt.timeout)
+	up, err := rt.dial(rt.dialTimeout())
 	if err != nil {
 		return err
 	}
@@ -35,9 +35,6 @@ func (p *Proxy) tunnel(ctx *fasthttp.RequestCtx, rt *route) error {
 // dial opens a raw connection to the route's upstream, with TLS when the
 // upstream is https (HTTP/1.1 only: an upgrade needs it).
 func (rt *route) dial(timeout time.Duration) (net.Conn, error) {
-	if timeout <= 0 {
-		timeout = 30 * time.Second
-	}
 	d := &net.Dialer{Timeout: timeout}
 	if rt.tls == nil {
 		return d.Dial("tcp", rt.addr)

@@ -10,6 +10,9 @@ import (
 )
 
 func main() {
+	// SIGHUP means "reload" to operators; until reload exists it must not
+	// kill the process, which is its default action.
+	signal.Ignore(syscall.SIGHUP)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
