@@ -51,6 +51,8 @@ func NewForm(in config.Inject) (Form, error) {
 		return basicForm{username: in.Username}, nil
 	case config.AsQuery:
 		return queryForm{param: in.Param}, nil
+	case config.AsSigV4:
+		return newSigV4Form(in)
 	}
 	return nil, fmt.Errorf("injection form %q is not supported", in.As)
 }

@@ -35,6 +35,8 @@ func NewSource(c config.Credential) (Source, error) {
 			return nil, fmt.Errorf("credential %q: exec source needs a command", c.Name)
 		}
 		return ExecSource{Command: c.Command, Timeout: c.Timeout}, nil
+	case config.SourceOAuth2:
+		return newOAuth2Source(c)
 	default:
 		return nil, fmt.Errorf("credential %q: source %q is %w", c.Name, c.Source, ErrUnsupportedSource)
 	}

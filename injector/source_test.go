@@ -52,7 +52,7 @@ func TestNewSourceErrors(t *testing.T) {
 		want        string
 	}{
 		{"vault-kv", config.Credential{Name: "gh", Source: config.SourceVaultKV}, true, `source "vault-kv" is not available in this build`},
-		{"oauth2", config.Credential{Name: "gh", Source: config.SourceOAuth2}, true, `source "oauth2" is not available in this build`},
+		{"oauth2 without token_url", config.Credential{Name: "gh", Source: config.SourceOAuth2}, false, "oauth2 source needs a token_url"},
 		{"unknown", config.Credential{Name: "gh", Source: "carrier-pigeon"}, true, `source "carrier-pigeon"`},
 		{"env without name", config.Credential{Name: "gh", Source: config.SourceEnv}, false, "variable name"},
 		{"file without path", config.Credential{Name: "gh", Source: config.SourceFile}, false, "path"},
