@@ -26,6 +26,7 @@ const (
 	codeNotFound      = "not_found"
 	codeRotateFailed  = "rotate_failed"
 	codeInternalError = "internal_error"
+	codeBodyTooLarge  = "request_body_too_large"
 )
 
 // errorStatus maps an error from the request path to its status and code.

@@ -37,9 +37,16 @@ func (p *Proxy) handle(ctx *fasthttp.RequestCtx) {
 type record struct {
 	start   time.Time
 	route   *route
-	version *injector.Version
+	version *injector.Version // the version the request holds; released at the end
 	path    []byte
 	rid     []byte
+	retried bool
+}
+
+func (r *record) release() {
+	if r.version != nil {
+		r.version.Release()
+	}
 }
 
 func (p *Proxy) forward(ctx *fasthttp.RequestCtx, x *exchange, rec *record) {
@@ -56,8 +63,8 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, x *exchange, rec *record) {
 			writeError(ctx, fasthttp.StatusServiceUnavailable, codeUnavailable, rt.credential)
 			return
 		}
-		defer v.Release()
 		rec.version = v
+		defer rec.release()
 	}
 	if req.IsBodyStream() {
 		// A streamed upload may outlast the server's read timeout, which
@@ -67,6 +74,12 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, x *exchange, rec *record) {
 	clientClose := req.Header.ConnectionClose()
 	upgrade := isUpgrade(&req.Header)
 	x.prepare(req, rt, upgrade, rec, p.rids)
+	if rt.signBody {
+		if err := bufferBody(req); err != nil {
+			writeError(ctx, fasthttp.StatusRequestEntityTooLarge, codeBodyTooLarge, "")
+			return
+		}
+	}
 	if rec.version != nil {
 		x.buf = rt.form.Apply(&x.edit, rec.version.Secret(), x.buf)
 	}
@@ -77,7 +90,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, x *exchange, rec *record) {
 		}
 		return
 	}
-	p.exchange(ctx, rt)
+	p.exchange(ctx, x, rt, rec)
 	if clientClose {
 		ctx.SetConnectionClose()
 	}
@@ -86,10 +99,14 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, x *exchange, rec *record) {
 // exchange sends the prepared request upstream and leaves the answer, or a
 // JSON error, in ctx.Response. A streamed upstream body is handed to the
 // server, which writes it after the handler returns and then closes it.
-func (p *Proxy) exchange(ctx *fasthttp.RequestCtx, rt *route) {
+func (p *Proxy) exchange(ctx *fasthttp.RequestCtx, x *exchange, rt *route, rec *record) {
 	resp := &ctx.Response
 	// The route timeout is enforced per read and write by idleConn.
-	if err := rt.client.Do(&ctx.Request, resp); err != nil {
+	err := rt.client.Do(&ctx.Request, resp)
+	if err == nil && resp.StatusCode() == fasthttp.StatusUnauthorized && replayable(&ctx.Request, rec) {
+		err = p.retryUnauthorized(ctx, x, rt, rec)
+	}
+	if err != nil {
 		status, code := errorStatus(err)
 		p.Log.WithField("route", rt.name).WithError(err).Debug("upstream request failed")
 		writeError(ctx, status, code, "")
@@ -106,7 +123,8 @@ func (p *Proxy) exchange(ctx *fasthttp.RequestCtx, rt *route) {
 // assigned. It records the app's path (query without the injected parameter)
 // for the audit line.
 func (x *exchange) prepare(req *fasthttp.Request, rt *route, upgrade bool, rec *record, ids *requestIDs) {
-	x.edit.r = req
+	x.edit.r, x.edit.scheme = req, rt.scheme
+	req.Header.SetNoDefaultContentType(true)
 	stripRequestHops(&req.Header, upgrade)
 	if rt.form != nil {
 		rt.form.Strip(&x.edit)

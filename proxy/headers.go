@@ -97,7 +97,10 @@ func conflictingFraming(h *fasthttp.RequestHeader) bool {
 }
 
 // requestEditor adapts a fasthttp request to injector.Request.
-type requestEditor struct{ r *fasthttp.Request }
+type requestEditor struct {
+	r      *fasthttp.Request
+	scheme string // upstream scheme, for SignableRequest.URL
+}
 
 func (e *requestEditor) SetHeader(name string, v []byte) { e.r.Header.SetBytesV(name, v) }
 func (e *requestEditor) DelHeader(name string)           { e.r.Header.Del(name) }

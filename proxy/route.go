@@ -32,6 +32,10 @@ type route struct {
 	holder     *injector.Holder
 	form       injector.Form
 	queryParam string // the injected query parameter, redacted in logs
+	// signBody: the form signs a hash of the body, so a streamed body is
+	// read into memory first (aws-sigv4 for services other than S3).
+	signBody bool
+	scheme   string
 }
 
 // Holders finds a credential's holder by name; *injector.Set implements it.
@@ -54,6 +58,7 @@ func compileRoute(rc config.Route, holders Holders) (*route, error) {
 		upstream: u.Scheme + "://" + u.Host + u.EscapedPath(),
 		timeout:  rc.Timeout,
 		addr:     dialAddr(u.Scheme, u.Host),
+		scheme:   u.Scheme,
 	}
 	if rt.prefix == "" {
 		rt.prefix = "/"
@@ -95,6 +100,7 @@ func (rt *route) compileInject(in *config.Inject, holders Holders) error {
 	}
 	rt.credential, rt.holder, rt.form = in.Credential, h, form
 	rt.queryParam = injector.QueryParam(form)
+	rt.signBody = injector.NeedsSignableRequest(form) && !isS3(in.Service)
 	return nil
 }
 
@@ -115,6 +121,9 @@ func (rt *route) dialTimeout() time.Duration {
 	}
 	return 10 * time.Second
 }
+
+// isS3 reports an S3 service name; S3 accepts UNSIGNED-PAYLOAD.
+func isS3(service string) bool { return service == "s3" || strings.HasPrefix(service, "s3-") }
 
 func dialAddr(scheme, host string) string {
 	if _, _, err := net.SplitHostPort(host); err == nil {
