@@ -23,7 +23,7 @@ unit:
 
 # The end-to-end suite builds and drives the real binary over loopback.
 e2e: build
-	cd e2e && SIDEKEY_BIN=$(abspath $(BIN)) $(GO) test -race -count=1 -timeout 15m ./...
+	cd e2e && SIDEKEY_E2E_BIN=$(abspath $(BIN)) $(GO) test -race -count=1 -timeout 15m ./...
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./config/

@@ -1,0 +1,392 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// proc is one sidekey process started by the suite.
+type proc struct {
+	Name       string // the test that started it
+	Dir        string // the process's private directory (scanned for secrets)
+	ConfigPath string
+	PID        int
+	ProxyAddr  string // 127.0.0.1:port of the app-facing listener
+	AdminAddr  string // 127.0.0.1:port of the admin API
+	ProxyURL   string // http://ProxyAddr
+	AdminURL   string // http://AdminAddr
+	// Client talks to the proxy and the admin API over keep-alive
+	// connections; it never uses a proxy from the environment.
+	Client *http.Client
+
+	cmd      *exec.Cmd
+	stderr   *lineLog
+	stdout   *lineLog
+	exited   chan struct{} // closed once the process has exited and its output is read
+	exitCode int           // valid once exited is closed
+	termOnce sync.Once
+	asserted atomic.Bool // the test checked the exit itself
+}
+
+type procOpts struct {
+	env         []string
+	stdin       string
+	stdinConfig bool
+}
+
+// procOption adjusts how a sidekey process is started.
+type procOption func(*procOpts)
+
+// withEnv adds KEY=VALUE pairs to the process environment.
+func withEnv(kv ...string) procOption {
+	return func(o *procOpts) { o.env = append(o.env, kv...) }
+}
+
+// withStdinConfig makes startSidekey pass the config on standard input
+// (`run -c -`) instead of in a file.
+func withStdinConfig() procOption {
+	return func(o *procOpts) { o.stdinConfig = true }
+}
+
+var procSeq atomic.Int64
+
+// newRunDir makes a fresh directory for one sidekey process: its config,
+// its working directory, TMPDIR and HOME all live there.
+func newRunDir(t testing.TB) string {
+	t.Helper()
+	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
+	dir := filepath.Join(rootDir, "run", fmt.Sprintf("%03d-%s", procSeq.Add(1), name))
+	for _, sub := range []string{"work", "tmp", "home"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// dataDir makes a fresh directory for a test's own files (credential
+// sources). Files written with writeSecretFile are excluded from the scan;
+// anything else appearing there is scanned.
+func dataDir(t testing.TB) string {
+	t.Helper()
+	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
+	dir := filepath.Join(rootDir, "data", fmt.Sprintf("%03d-%s", procSeq.Add(1), name))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// writeTestFile writes a file the test owns and excludes it from the
+// secret scan.
+func writeTestFile(t testing.TB, path, content string) {
+	t.Helper()
+	markWritten(path)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writeSecretFile replaces path atomically (write a sibling, rename over)
+// with content, as a secret manager or kubelet would.
+func writeSecretFile(t testing.TB, path, content string) {
+	t.Helper()
+	if err := replaceFile(path, content); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func replaceFile(path, content string) error {
+	tmp := path + ".tmp"
+	markWritten(path)
+	markWritten(tmp)
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// startSidekey writes yamlText to a config file, runs `sidekey run -c` on
+// it and waits (10 s at most) until both the proxy and the admin listener
+// have logged their addresses. On cleanup the process gets SIGTERM and
+// must exit 0.
+func startSidekey(t testing.TB, yamlText string, opts ...procOption) *proc {
+	t.Helper()
+	dir := newRunDir(t)
+	var o procOpts
+	for _, f := range opts {
+		f(&o)
+	}
+	cfg := filepath.Join(dir, "sidekey.yaml")
+	if o.stdinConfig {
+		cfg = "-"
+		opts = append(opts, func(o *procOpts) { o.stdin = yamlText })
+	} else {
+		writeTestFile(t, cfg, yamlText)
+	}
+	p := launch(t, dir, opts, "run", "-c", cfg)
+	p.ConfigPath = cfg
+
+	addrs := map[string]string{}
+	_, err := p.waitLog(10*time.Second, func(e map[string]any) bool {
+		if e["msg"] == "listening" {
+			l, _ := e["listener"].(string)
+			a, _ := e["addr"].(string)
+			if l != "" && a != "" {
+				addrs[l] = a
+			}
+		}
+		return addrs["proxy"] != "" && addrs["admin"] != ""
+	})
+	if err != nil {
+		t.Fatalf("sidekey did not log both listening lines (proxy %q, admin %q): %v\nconfig:\n%s\nlog:\n%s",
+			addrs["proxy"], addrs["admin"], err, yamlText, p.tail(60))
+	}
+	p.ProxyAddr, p.AdminAddr = addrs["proxy"], addrs["admin"]
+	p.ProxyURL, p.AdminURL = "http://"+p.ProxyAddr, "http://"+p.AdminAddr
+	return p
+}
+
+// result is the outcome of a sidekey command run to completion.
+type result struct {
+	code   int
+	stdout string
+	stderr string
+}
+
+// runSidekey runs a sidekey command that is expected to exit by itself
+// (within 20 s) and returns its exit code and output.
+func runSidekey(t testing.TB, opts []procOption, args ...string) result {
+	t.Helper()
+	p := launch(t, newRunDir(t), opts, args...)
+	p.asserted.Store(true)
+	select {
+	case <-p.exited:
+	case <-time.After(20 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		t.Fatalf("sidekey %s did not exit within 20s; log:\n%s", strings.Join(args, " "), p.tail(40))
+	}
+	return result{code: p.exitCode, stdout: strings.Join(p.stdout.all(), "\n"), stderr: strings.Join(p.stderr.all(), "\n")}
+}
+
+func launch(t testing.TB, dir string, opts []procOption, args ...string) *proc {
+	t.Helper()
+	var o procOpts
+	for _, f := range opts {
+		f(&o)
+	}
+	cmd := exec.Command(binPath, args...)
+	cmd.Dir = filepath.Join(dir, "work")
+	cmd.Env = append([]string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + filepath.Join(dir, "home"),
+		"TMPDIR=" + filepath.Join(dir, "tmp"),
+	}, o.env...)
+	if o.stdin != "" {
+		cmd.Stdin = strings.NewReader(o.stdin)
+	}
+	p := &proc{
+		Name:   t.Name(),
+		Dir:    dir,
+		cmd:    cmd,
+		stderr: newLineLog(),
+		stdout: newLineLog(),
+		exited: make(chan struct{}),
+		Client: &http.Client{
+			Timeout: 60 * time.Second,
+			Transport: &http.Transport{
+				Proxy:               nil,
+				DisableCompression:  true,
+				MaxIdleConnsPerHost: 64,
+				IdleConnTimeout:     30 * time.Second,
+			},
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+	}
+	cmd.Stderr = p.stderr
+	cmd.Stdout = p.stdout
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting sidekey: %v", err)
+	}
+	p.PID = cmd.Process.Pid
+	registerProc(p)
+	go func() {
+		err := cmd.Wait()
+		p.stderr.flush()
+		p.stdout.flush()
+		p.exitCode = cmd.ProcessState.ExitCode()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) && p.exitCode == 0 {
+			p.exitCode = -1
+		}
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		p.Client.CloseIdleConnections()
+		code, ok := p.terminate(25 * time.Second)
+		if !p.asserted.Load() {
+			switch {
+			case !ok:
+				t.Errorf("sidekey (pid %d) did not exit within 25s of SIGTERM; killed", p.PID)
+			case code != 0:
+				t.Errorf("sidekey (pid %d) exited %d after SIGTERM, want 0", p.PID, code)
+			}
+		}
+		if t.Failed() {
+			t.Logf("sidekey (pid %d) log tail:\n%s", p.PID, p.tail(80))
+		}
+	})
+	return p
+}
+
+// signal sends sig to the process (no-op once it has exited).
+func (p *proc) signal(sig os.Signal) {
+	select {
+	case <-p.exited:
+	default:
+		_ = p.cmd.Process.Signal(sig)
+	}
+}
+
+// terminate sends SIGTERM once and waits up to timeout for the exit. ok is
+// false when the process had to be killed.
+func (p *proc) terminate(timeout time.Duration) (code int, ok bool) {
+	p.termOnce.Do(func() { p.signal(syscall.SIGTERM) })
+	return p.wait(timeout)
+}
+
+// wait waits up to timeout for the process to exit; past it the process is
+// killed and ok is false.
+func (p *proc) wait(timeout time.Duration) (code int, ok bool) {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-p.exited:
+		return p.exitCode, true
+	case <-timer.C:
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		return p.exitCode, false
+	}
+}
+
+// Logs returns the stderr lines logged so far.
+func (p *proc) Logs() []string { return p.stderr.all() }
+
+// tail renders the last n log lines with every known secret masked.
+func (p *proc) tail(n int) string {
+	lines := p.stderr.all()
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	out := strings.Join(lines, "\n")
+	if so := p.stdout.all(); len(so) > 0 {
+		out += "\nstdout:\n" + strings.Join(so, "\n")
+	}
+	return maskSecrets(out)
+}
+
+// waitLog waits until a JSON log line satisfies match, scanning from the
+// first line. It returns an error when timeout passes or the process exits
+// first.
+func (p *proc) waitLog(timeout time.Duration, match func(map[string]any) bool) (map[string]any, error) {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	next, exited := 0, false
+	for {
+		lines, notify := p.stderr.since(next)
+		next += len(lines)
+		for _, ln := range lines {
+			var e map[string]any
+			if json.Unmarshal([]byte(ln), &e) == nil && match(e) {
+				return e, nil
+			}
+		}
+		if exited {
+			return nil, fmt.Errorf("sidekey exited (code %d) first", p.exitCode)
+		}
+		select {
+		case <-notify:
+		case <-p.exited:
+			exited = true
+		case <-timer.C:
+			return nil, fmt.Errorf("no matching log line within %v", timeout)
+		}
+	}
+}
+
+// lineLog is an io.Writer that splits what it gets into lines and wakes up
+// waiters on every new line.
+type lineLog struct {
+	mu      sync.Mutex
+	partial []byte
+	lines   []string
+	notify  chan struct{}
+}
+
+func newLineLog() *lineLog { return &lineLog{notify: make(chan struct{})} }
+
+func (l *lineLog) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.partial = append(l.partial, b...)
+	added := false
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			break
+		}
+		l.lines = append(l.lines, string(l.partial[:i]))
+		l.partial = l.partial[i+1:]
+		added = true
+	}
+	if added {
+		l.partial = append([]byte(nil), l.partial...)
+		close(l.notify)
+		l.notify = make(chan struct{})
+	}
+	return len(b), nil
+}
+
+// flush turns a trailing partial line into a line.
+func (l *lineLog) flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.partial) > 0 {
+		l.lines = append(l.lines, string(l.partial))
+		l.partial = nil
+	}
+	close(l.notify)
+	l.notify = make(chan struct{})
+}
+
+func (l *lineLog) all() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.lines...)
+}
+
+// since returns the lines from index i on and a channel closed on the next
+// new line.
+func (l *lineLog) since(i int) ([]string, <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if i > len(l.lines) {
+		i = len(l.lines)
+	}
+	return append([]string(nil), l.lines[i:]...), l.notify
+}
