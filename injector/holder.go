@@ -815,6 +815,24 @@ func (h *Holder) Revoke(ctx context.Context) error {
 	return err
 }
 
+// InFlight is the number of requests holding any value of this credential,
+// current or superseded: zero means a removed credential has drained.
+func (h *Holder) InFlight() int64 {
+	h.init()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var n int64
+	if v := h.cur.Load(); v != nil {
+		n += v.lease.refs.Load()
+	}
+	for _, l := range h.retired {
+		if l.retired.Load() {
+			n += l.refs.Load()
+		}
+	}
+	return n
+}
+
 // Status reports the holder's state for the admin API; it holds no secret.
 func (h *Holder) Status() Status {
 	h.init()

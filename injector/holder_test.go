@@ -935,3 +935,23 @@ func TestAcquireReleaseDoesNotAllocate(t *testing.T) {
 		t.Errorf("failing Acquire: %v allocations", n)
 	}
 }
+
+func TestInFlightCountsEveryHeldValue(t *testing.T) {
+	h := &Holder{Name: "c", Source: &EnvSource{Name: "X", Lookup: func(string) (string, bool) { return "v1", true }}}
+	if err := h.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	a, err := h.Acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := h.Acquire()
+	if n := h.InFlight(); n != 2 {
+		t.Fatalf("InFlight = %d, want 2", n)
+	}
+	a.Release()
+	b.Release()
+	if n := h.InFlight(); n != 0 {
+		t.Fatalf("InFlight = %d after release, want 0", n)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"sync"
 
@@ -19,6 +20,9 @@ import (
 type Set struct {
 	names   []string // sorted
 	holders map[string]*Holder
+	configs map[string]config.Credential
+	key     []byte
+	secrets SecretSet // the counting layer shared by every holder
 }
 
 // SetOptions are shared by every holder of a Set.
@@ -50,32 +54,21 @@ func NewSet(creds []config.Credential, opts SetOptions) (*Set, error) {
 	// stays registered while either has it.
 	secrets := newCountedSet(opts.Secrets)
 
-	s := &Set{holders: make(map[string]*Holder, len(creds))}
+	s := &Set{holders: make(map[string]*Holder, len(creds)), configs: map[string]config.Credential{},
+		key: key, secrets: secrets}
 	var errs []error
 	for _, c := range creds {
 		if _, dup := s.holders[c.Name]; dup {
 			errs = append(errs, fmt.Errorf("credential %q is defined twice", c.Name))
 			continue
 		}
-		src, err := newSource(c)
+		h, err := s.newHolder(c, opts, newSource)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		s.holders[c.Name] = &Holder{
-			Name:          c.Name,
-			SourceName:    c.Source,
-			Source:        src,
-			Clock:         opts.Clock,
-			RefreshEvery:  c.Refresh,
-			RefreshBefore: c.RefreshBefore,
-			MaxStale:      c.MaxStale,
-			RevokeOld:     c.RevokeOld,
-			Key:           key,
-			Log:           opts.Log,
-			Secrets:       secrets,
-			OnRotate:      opts.OnRotate,
-		}
+		s.holders[c.Name] = h
+		s.configs[c.Name] = c
 		s.names = append(s.names, c.Name)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -83,6 +76,76 @@ func NewSet(creds []config.Credential, opts SetOptions) (*Set, error) {
 	}
 	slices.Sort(s.names)
 	return s, nil
+}
+
+func (s *Set) newHolder(c config.Credential, opts SetOptions, newSource func(config.Credential) (Source, error)) (*Holder, error) {
+	src, err := newSource(c)
+	if err != nil {
+		return nil, err
+	}
+	return &Holder{
+		Name:          c.Name,
+		SourceName:    c.Source,
+		Source:        src,
+		Clock:         opts.Clock,
+		RefreshEvery:  c.Refresh,
+		RefreshBefore: c.RefreshBefore,
+		MaxStale:      c.MaxStale,
+		RevokeOld:     c.RevokeOld,
+		Key:           s.key,
+		Log:           opts.Log,
+		Secrets:       s.secrets,
+		OnRotate:      opts.OnRotate,
+	}, nil
+}
+
+// Reconfigure builds the Set for a new configuration, for a reload. A
+// credential whose configuration is unchanged keeps its Holder — and so its
+// value, version and schedule: nothing is fetched again. New and changed
+// credentials get new holders (added), which the caller must Run; holders of
+// removed and changed credentials are returned (removed) for the caller to
+// stop and, once drained, revoke. s itself is not modified. On error nothing
+// is returned and s keeps serving.
+func (s *Set) Reconfigure(creds []config.Credential, opts SetOptions) (next *Set, added, removed []*Holder, err error) {
+	newSource := opts.NewSource
+	if newSource == nil {
+		newSource = NewSource
+	}
+	next = &Set{holders: map[string]*Holder{}, configs: map[string]config.Credential{}, key: s.key, secrets: s.secrets}
+	var errs []error
+	for _, c := range creds {
+		if _, dup := next.holders[c.Name]; dup {
+			errs = append(errs, fmt.Errorf("credential %q is defined twice", c.Name))
+			continue
+		}
+		h := s.holders[c.Name]
+		if h == nil || !sameCredential(s.configs[c.Name], c) {
+			if h, err = next.newHolder(c, opts, newSource); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			added = append(added, h)
+		}
+		next.holders[c.Name], next.configs[c.Name] = h, c
+		next.names = append(next.names, c.Name)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, nil, err
+	}
+	for _, name := range s.names {
+		if next.holders[name] != s.holders[name] {
+			removed = append(removed, s.holders[name])
+		}
+	}
+	slices.Sort(next.names)
+	return next, added, removed, nil
+}
+
+// sameCredential compares two configurations of a credential, ignoring
+// where in the file they stand.
+func sameCredential(a, b config.Credential) bool {
+	a.Line, b.Line = 0, 0
+	return reflect.DeepEqual(a, b)
 }
 
 // Holder returns the named holder, or nil.

@@ -199,3 +199,49 @@ func TestCountedSet(t *testing.T) {
 		t.Errorf("%d values left", under.count())
 	}
 }
+
+func TestReconfigureKeepsUnchangedHolders(t *testing.T) {
+	env := func(name, variable string, line int) config.Credential {
+		return config.Credential{Name: name, Source: config.SourceEnv, EnvName: variable, Line: line}
+	}
+	s, err := NewSet([]config.Credential{env("keep", "A", 1), env("change", "B", 2), env("drop", "C", 3)}, SetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, added, removed, err := s.Reconfigure([]config.Credential{
+		env("keep", "A", 10), // moved in the file: still the same credential
+		env("change", "B2", 11),
+		env("new", "D", 12),
+	}, SetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.Holder("keep") != s.Holder("keep") {
+		t.Error("unchanged credential got a new holder")
+	}
+	if next.Holder("change") == s.Holder("change") || next.Holder("change") == nil {
+		t.Error("changed credential kept its holder")
+	}
+	if next.Holder("drop") != nil || next.Holder("new") == nil {
+		t.Error("removed/new credential wrong")
+	}
+	names := func(hs []*Holder) (out []string) {
+		for _, h := range hs {
+			out = append(out, h.Name)
+		}
+		slices.Sort(out)
+		return out
+	}
+	if got := names(added); !slices.Equal(got, []string{"change", "new"}) {
+		t.Errorf("added %v", got)
+	}
+	if got := names(removed); !slices.Equal(got, []string{"change", "drop"}) {
+		t.Errorf("removed %v", got)
+	}
+	if s.Holder("drop") == nil {
+		t.Error("Reconfigure modified the old set")
+	}
+	if _, _, _, err := s.Reconfigure([]config.Credential{env("x", "", 1)}, SetOptions{}); err == nil {
+		t.Error("a bad credential was accepted")
+	}
+}

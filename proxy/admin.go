@@ -6,11 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"github.com/sidekey/sidekey/injector"
 	"github.com/sidekey/sidekey/telemetry"
@@ -31,19 +34,31 @@ type Admin struct {
 	// Required lists the credentials some route injects; readiness needs
 	// each to hold a valid value.
 	Required func() []string
-	// Token, when non-empty, is required as a bearer token on POST calls.
-	Token string
+	// Metrics serves /metrics; nil answers 404.
+	Metrics http.Handler
 	// Scrub removes live secret values from a body; nil leaves it as is.
 	Scrub func([]byte) []byte
 	// RotateTimeout bounds a forced refresh; zero means 30s.
 	RotateTimeout time.Duration
 	Log           logrus.FieldLogger
 
-	srv *fasthttp.Server
+	token   atomic.Pointer[string]
+	metrics fasthttp.RequestHandler
+	srv     *fasthttp.Server
 }
+
+// SetToken sets the admin token required on POST calls; "" requires none.
+// Safe to call while serving (a reload changes it).
+func (a *Admin) SetToken(token string) { a.token.Store(&token) }
 
 // Serve answers admin requests on ln until Shutdown.
 func (a *Admin) Serve(ln net.Listener) error {
+	if a.srv != nil {
+		return a.serve(ln)
+	}
+	if a.Metrics != nil {
+		a.metrics = fasthttpadaptor.NewFastHTTPHandler(a.Metrics)
+	}
 	a.srv = &fasthttp.Server{
 		Handler:               a.handle,
 		Logger:                telemetry.Printf{Log: a.Log},
@@ -53,6 +68,12 @@ func (a *Admin) Serve(ln net.Listener) error {
 		NoDefaultServerHeader: true,
 		CloseOnShutdown:       true,
 	}
+	return a.serve(ln)
+}
+
+// serve runs the admin server on one more listener (a reload that moves
+// the admin address serves the new one before closing the old).
+func (a *Admin) serve(ln net.Listener) error {
 	err := a.srv.Serve(ln)
 	if errors.Is(err, net.ErrClosed) {
 		return nil
@@ -77,6 +98,8 @@ func (a *Admin) handle(ctx *fasthttp.RequestCtx) {
 		a.get(ctx, func() { a.readyz(ctx) })
 	case path == "/v1/credentials":
 		a.get(ctx, func() { a.writeJSON(ctx, fasthttp.StatusOK, a.Credentials.Statuses()) })
+	case path == "/metrics" && a.metrics != nil:
+		a.get(ctx, func() { a.metrics(ctx) })
 	case path == "/v1/certificates":
 		a.get(ctx, func() { a.writeJSON(ctx, fasthttp.StatusOK, []struct{}{}) })
 	case strings.HasPrefix(path, "/v1/credentials/") && strings.HasSuffix(path, "/rotate"):
@@ -102,22 +125,38 @@ type notReady struct {
 	LastError  string `json:"last_error,omitempty"`
 }
 
+// readyz is 503 naming every credential a route needs that has no valid
+// value; otherwise 200, with a "degraded" list of credentials whose refresh
+// is failing while their value is still valid, so that an orchestrator can
+// alert before anything breaks.
 func (a *Admin) readyz(ctx *fasthttp.RequestCtx) {
-	var missing []notReady
+	var missing, degraded []notReady
 	for _, name := range a.Required() {
 		h := a.Credentials.Holder(name)
-		if v, err := h.Acquire(); err == nil {
-			v.Release()
+		if h == nil {
 			continue
 		}
 		st := h.Status()
-		missing = append(missing, notReady{Credential: name, State: st.State, LastError: st.LastError})
+		entry := notReady{Credential: name, State: st.State, LastError: st.LastError}
+		v, err := h.Acquire()
+		if err != nil {
+			missing = append(missing, entry)
+			continue
+		}
+		v.Release()
+		if st.LastError != "" {
+			degraded = append(degraded, entry)
+		}
 	}
 	if len(missing) > 0 {
 		a.writeJSON(ctx, fasthttp.StatusServiceUnavailable, map[string]any{"ready": false, "not_ready": missing})
 		return
 	}
-	a.writeJSON(ctx, fasthttp.StatusOK, map[string]any{"ready": true})
+	body := map[string]any{"ready": true}
+	if len(degraded) > 0 {
+		body["degraded"] = degraded
+	}
+	a.writeJSON(ctx, fasthttp.StatusOK, body)
 }
 
 func (a *Admin) rotate(ctx *fasthttp.RequestCtx, name string) {
@@ -153,11 +192,12 @@ func (a *Admin) rotate(ctx *fasthttp.RequestCtx, name string) {
 
 // authorized checks the admin token in constant time.
 func (a *Admin) authorized(ctx *fasthttp.RequestCtx) bool {
-	if a.Token == "" {
+	want := a.token.Load()
+	if want == nil || *want == "" {
 		return true
 	}
 	got, ok := strings.CutPrefix(string(ctx.Request.Header.Peek("Authorization")), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(a.Token)) == 1
+	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(*want)) == 1
 }
 
 func (a *Admin) writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {

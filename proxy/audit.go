@@ -6,42 +6,153 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
-	"github.com/sirupsen/logrus"
 	"github.com/valyala/fasthttp"
-
-	"github.com/sidekey/sidekey/telemetry"
 )
 
-// audit writes the canonical line for one request (SPEC "Log lines"). It
-// names the credential and its version and fingerprint, never its value; the
-// logged path carries the app's query, which never holds the injected one.
-func (p *Proxy) audit(ctx *fasthttp.RequestCtx, rec *record) {
-	if !p.AuditRequests {
+// audit writes the canonical line for one request (SPEC "Log lines") into a
+// pooled buffer, without reflection, and hands it to the sink, which scrubs
+// and writes it off the request goroutine. It names the credential, its
+// version and fingerprint, never its value; the logged path carries the
+// app's query, which never holds the injected parameter.
+func (p *Proxy) audit(ctx *fasthttp.RequestCtx, rec *record, now time.Time) {
+	sink := p.opts.Audit
+	if sink == nil || !p.auditOn.Load() {
 		return
 	}
-	f := logrus.Fields{
-		"method":      string(ctx.Method()),
-		"path":        string(rec.path),
-		"status":      ctx.Response.StatusCode(),
-		"duration_ms": float64(time.Since(rec.start).Microseconds()) / 1000,
-		"request_id":  string(rec.rid),
-		"trace_id":    "",
-		"route":       "none",
+	l := sink.Get()
+	b := l.B
+	text := p.opts.AuditText
+	b = auditStart(b, now, text)
+	b = field(b, "method", ctx.Method(), text)
+	path := rec.path
+	if len(path) == 0 {
+		path = ctx.Path()
 	}
-	if len(rec.path) == 0 {
-		f["path"] = string(ctx.Path())
-	}
+	b = field(b, "path", path, text)
+	b = fieldInt(b, "status", int64(ctx.Response.StatusCode()), text)
+	b = fieldMillis(b, "duration_ms", now.Sub(rec.start), text)
+	b = field(b, "request_id", rec.rid, text)
+	b = field(b, "trace_id", rec.traceID(), text)
 	if rt := rec.route; rt != nil {
-		f[telemetry.FieldRoute] = rt.name
-		f["upstream"] = rt.upstream
-		f[telemetry.FieldCredential] = rt.credential
+		b = fieldStr(b, "route", rt.name, text)
+		b = fieldStr(b, "upstream", rt.upstream, text)
+		b = fieldStr(b, "credential", rt.credential, text)
 		if v := rec.version; v != nil {
-			f["credential_version"] = v.Number()
-			f["fingerprint"] = v.Fingerprint()
+			b = fieldInt(b, "credential_version", int64(v.Number()), text)
+			b = fieldStr(b, "fingerprint", v.Fingerprint(), text)
+		}
+	} else {
+		b = fieldStr(b, "route", "none", text)
+	}
+	if text {
+		b = append(b, '\n')
+	} else {
+		b = append(b, "}\n"...)
+	}
+	l.B = b
+	sink.Submit(l)
+}
+
+const auditTime = "2006-01-02T15:04:05.000Z07:00"
+
+func auditStart(b []byte, now time.Time, text bool) []byte {
+	if text {
+		b = append(b, "time=\""...)
+		b = now.AppendFormat(b, auditTime)
+		return append(b, "\" level=info msg=request"...)
+	}
+	b = append(b, `{"level":"info","msg":"request","time":"`...)
+	b = now.AppendFormat(b, auditTime)
+	return append(b, '"')
+}
+
+func field(b []byte, k string, v []byte, text bool) []byte {
+	if text {
+		b = append(append(append(b, ' '), k...), '=')
+		return appendQuoted(b, v)
+	}
+	b = append(append(append(b, ",\""...), k...), "\":"...)
+	return appendQuoted(b, v)
+}
+
+func fieldStr(b []byte, k, v string, text bool) []byte {
+	if text {
+		b = append(append(append(b, ' '), k...), '=')
+		return appendQuotedStr(b, v)
+	}
+	b = append(append(append(b, ",\""...), k...), "\":"...)
+	return appendQuotedStr(b, v)
+}
+
+func fieldInt(b []byte, k string, v int64, text bool) []byte {
+	if text {
+		b = append(append(append(b, ' '), k...), '=')
+	} else {
+		b = append(append(append(b, ",\""...), k...), "\":"...)
+	}
+	return strconv.AppendInt(b, v, 10)
+}
+
+func fieldMillis(b []byte, k string, d time.Duration, text bool) []byte {
+	if text {
+		b = append(append(append(b, ' '), k...), '=')
+	} else {
+		b = append(append(append(b, ",\""...), k...), "\":"...)
+	}
+	return strconv.AppendFloat(b, float64(d.Microseconds())/1000, 'f', 3, 64)
+}
+
+// appendQuoted appends v as a JSON string (also valid logfmt): quotes,
+// backslashes and control characters escaped, invalid UTF-8 replaced.
+func appendQuoted(b, v []byte) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(v); {
+		c := v[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			b = append(b, c)
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			b = appendEscaped(b, c)
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(v[i:])
+		if r == utf8.RuneError && n == 1 {
+			b = append(b, `\ufffd`...)
+		} else {
+			b = append(b, v[i:i+n]...)
+		}
+		i += n
+	}
+	return append(b, '"')
+}
+
+func appendQuotedStr(b []byte, v string) []byte {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+			return appendQuoted(b, []byte(v))
 		}
 	}
-	p.Log.WithFields(f).Info("request")
+	return append(append(append(b, '"'), v...), '"')
+}
+
+func appendEscaped(b []byte, c byte) []byte {
+	switch c {
+	case '"', '\\':
+		return append(b, '\\', c)
+	case '\n':
+		return append(b, `\n`...)
+	case '\r':
+		return append(b, `\r`...)
+	case '\t':
+		return append(b, `\t`...)
+	}
+	const hexDigits = "0123456789abcdef"
+	return append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
 }
 
 // requestIDs are a per-process random prefix and a counter: unique, cheap,

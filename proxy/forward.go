@@ -2,10 +2,12 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sidekey/sidekey/injector"
 )
@@ -13,6 +15,7 @@ import (
 // exchange is per-request scratch space, pooled so that the request path
 // allocates nothing in steady state. It never outlives its handler call.
 type exchange struct {
+	rec  record
 	edit requestEditor
 	buf  []byte // injection scratch
 	path []byte // rewritten upstream path
@@ -28,19 +31,44 @@ func (p *Proxy) handle(ctx *fasthttp.RequestCtx) {
 	defer p.inflight.Add(-1)
 	x := exchanges.Get().(*exchange)
 	defer exchanges.Put(x)
-	rec := record{start: ctx.Time()}
-	p.forward(ctx, x, &rec)
-	p.audit(ctx, &rec)
+	rec := &x.rec
+	*rec = record{start: ctx.Time(), upstream: -1, tid: rec.tid}
+	if p.opts.Tracing != nil && p.opts.Tracing.Enabled() {
+		p.startServerSpan(ctx, rec)
+	}
+	t := p.table.Load()
+	p.forward(ctx, t, x, rec)
+	now := time.Now()
+	status := ctx.Response.StatusCode()
+	p.observe(t, rec, status, now)
+	rec.endServerSpan(status)
+	p.audit(ctx, rec, now)
 }
 
-// record is what the audit line reports about one request.
+// observe records the request's metrics under its route, or "none".
+func (p *Proxy) observe(t *table, rec *record, status int, now time.Time) {
+	rm := t.none
+	if rec.route != nil {
+		rm = rec.route.metrics
+	}
+	if rm != nil {
+		rm.Observe(status, now.Sub(rec.start), rec.upstream)
+	}
+}
+
+// record is what the audit line, metrics and spans report about one
+// request. It lives in the pooled exchange.
 type record struct {
-	start   time.Time
-	route   *route
-	version *injector.Version // the version the request holds; released at the end
-	path    []byte
-	rid     []byte
-	retried bool
+	start    time.Time
+	upstream time.Duration // time in the upstream call; <0: none
+	route    *route
+	version  *injector.Version // the version the request holds; released at the end
+	path     []byte
+	rid      []byte
+	retried  bool
+	tctx     context.Context // server span context, when tracing
+	span     trace.Span
+	tid      [32]byte // trace ID hex, for the audit line
 }
 
 func (r *record) release() {
@@ -49,9 +77,9 @@ func (r *record) release() {
 	}
 }
 
-func (p *Proxy) forward(ctx *fasthttp.RequestCtx, x *exchange, rec *record) {
+func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, x *exchange, rec *record) {
 	req := &ctx.Request
-	rt, status, code := p.table.Load().pick(req)
+	rt, status, code := t.pick(req)
 	if rt == nil {
 		writeError(ctx, status, code, "")
 		return
@@ -101,14 +129,18 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, x *exchange, rec *record) {
 // server, which writes it after the handler returns and then closes it.
 func (p *Proxy) exchange(ctx *fasthttp.RequestCtx, x *exchange, rt *route, rec *record) {
 	resp := &ctx.Response
+	span := p.startClientSpan(&ctx.Request, rt, rec)
+	start := time.Now()
 	// The route timeout is enforced per read and write by idleConn.
 	err := rt.client.Do(&ctx.Request, resp)
 	if err == nil && resp.StatusCode() == fasthttp.StatusUnauthorized && replayable(&ctx.Request, rec) {
 		err = p.retryUnauthorized(ctx, x, rt, rec)
 	}
+	rec.upstream = time.Since(start)
+	endClientSpan(span, resp.StatusCode(), err)
 	if err != nil {
 		status, code := errorStatus(err)
-		p.Log.WithField("route", rt.name).WithError(err).Debug("upstream request failed")
+		p.opts.Log.WithField("route", rt.name).WithError(err).Debug("upstream request failed")
 		writeError(ctx, status, code, "")
 		return
 	}

@@ -78,7 +78,7 @@ func startProxy(t *testing.T, e *env, routes ...config.Route) string {
 	}
 	go func() { _ = set.Run(ctx) }()
 	log, _ := logtest.NewNullLogger()
-	px, err := New(&config.Config{Routes: routes}, set, log)
+	px, err := New(&config.Config{Routes: routes}, set, Options{Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}

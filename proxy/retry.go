@@ -27,7 +27,7 @@ func (p *Proxy) retryUnauthorized(ctx *fasthttp.RequestCtx, x *exchange, rt *rou
 	rctx, cancel := context.WithTimeout(context.Background(), refreshWait)
 	defer cancel()
 	if err := rt.holder.RefreshAfter(rctx, old); err != nil {
-		p.Log.WithField("credential", rt.credential).WithError(err).Warn("refresh after upstream 401 failed")
+		p.opts.Log.WithField("credential", rt.credential).WithError(err).Warn("refresh after upstream 401 failed")
 		return nil
 	}
 	v, err := rt.holder.Acquire()

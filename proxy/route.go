@@ -11,6 +11,7 @@ import (
 
 	"github.com/sidekey/sidekey/config"
 	"github.com/sidekey/sidekey/injector"
+	"github.com/sidekey/sidekey/telemetry"
 )
 
 // route is a config.Route compiled for the request path: its upstream
@@ -36,6 +37,7 @@ type route struct {
 	// read into memory first (aws-sigv4 for services other than S3).
 	signBody bool
 	scheme   string
+	metrics  *telemetry.RouteMetrics // nil without metrics
 }
 
 // Holders finds a credential's holder by name; *injector.Set implements it.

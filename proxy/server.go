@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"sync/atomic"
 	"time"
@@ -17,21 +18,30 @@ import (
 // Proxy is the app-facing server. Its routing table is swapped atomically,
 // so a request uses one consistent table from start to end.
 type Proxy struct {
-	// Log receives audit lines and request-path diagnostics.
-	Log logrus.FieldLogger
-	// AuditRequests writes one line per proxied request.
-	AuditRequests bool
-
+	opts     Options
+	auditOn  atomic.Bool
 	table    atomic.Pointer[table]
 	srv      *fasthttp.Server
 	inflight atomic.Int64
 	rids     *requestIDs
 }
 
+// Options are what the proxy reports to; each may be nil.
+type Options struct {
+	Log logrus.FieldLogger
+	// Audit receives one line per request when the config asks for it.
+	Audit *telemetry.LineSink
+	// AuditText writes audit lines as logfmt text instead of JSON.
+	AuditText bool
+	Metrics   *telemetry.Metrics
+	Tracing   *telemetry.Tracing
+}
+
 // table is one routing configuration, immutable once built.
 type table struct {
 	router *router
 	routes []*route
+	none   *telemetry.RouteMetrics // requests that match no route
 }
 
 // Server limits shared by the app-facing listener.
@@ -43,17 +53,23 @@ const (
 )
 
 // New builds the proxy for cfg's routes, taking credentials from holders.
-func New(cfg *config.Config, holders Holders, log logrus.FieldLogger) (*Proxy, error) {
-	p := &Proxy{Log: log, AuditRequests: cfg.Log.Requests, rids: newRequestIDs()}
-	t, err := buildTable(cfg.Routes, holders)
-	if err != nil {
+func New(cfg *config.Config, holders Holders, opts Options) (*Proxy, error) {
+	if opts.Log == nil {
+		l := logrus.New()
+		l.Out = io.Discard
+		opts.Log = l
+	}
+	p := &Proxy{opts: opts, rids: newRequestIDs()}
+	if err := p.Reload(cfg, holders); err != nil {
 		return nil, err
 	}
-	p.table.Store(t)
+	if opts.Metrics != nil {
+		opts.Metrics.ObserveInflight(p.InFlight)
+	}
 	p.srv = &fasthttp.Server{
 		Handler:                      p.handle,
-		ErrorHandler:                 requestErrorHandler,
-		Logger:                       telemetry.Printf{Log: log},
+		ErrorHandler:                 p.requestError,
+		Logger:                       telemetry.Printf{Log: opts.Log},
 		ReadBufferSize:               serverReadBuffer,
 		ReadTimeout:                  headerTimeout,
 		IdleTimeout:                  idleTimeout,
@@ -68,17 +84,28 @@ func New(cfg *config.Config, holders Holders, log logrus.FieldLogger) (*Proxy, e
 	return p, nil
 }
 
-func buildTable(rcs []config.Route, holders Holders) (*table, error) {
+// Reload swaps in cfg's routes, with credentials from holders, atomically:
+// a request in flight finishes on the table it started with. On error the
+// current table keeps serving.
+func (p *Proxy) Reload(cfg *config.Config, holders Holders) error {
 	t := &table{}
-	for _, rc := range rcs {
+	for _, rc := range cfg.Routes {
 		rt, err := compileRoute(rc, holders)
 		if err != nil {
-			return nil, err
+			return err
+		}
+		if p.opts.Metrics != nil {
+			rt.metrics = p.opts.Metrics.Route(rt.name)
 		}
 		t.routes = append(t.routes, rt)
 	}
+	if p.opts.Metrics != nil {
+		t.none = p.opts.Metrics.Route(telemetry.RouteNone)
+	}
 	t.router = newRouter(t.routes)
-	return t, nil
+	p.auditOn.Store(cfg.Log.Requests && cfg.Log.Level != "warn" && cfg.Log.Level != "error")
+	p.table.Store(t)
+	return nil
 }
 
 // Serve accepts app connections on ln until Shutdown.
@@ -112,9 +139,15 @@ func (p *Proxy) Required() []string {
 	return out
 }
 
-// requestErrorHandler answers requests fasthttp could not parse, with the
-// statuses fasthttp would use but a JSON body.
-func requestErrorHandler(ctx *fasthttp.RequestCtx, err error) {
+// requestError answers requests fasthttp could not parse, with the
+// statuses fasthttp would use but a JSON body, and counts them under
+// route "none".
+func (p *Proxy) requestError(ctx *fasthttp.RequestCtx, err error) {
+	defer func() {
+		if t := p.table.Load(); t.none != nil {
+			t.none.Observe(ctx.Response.StatusCode(), time.Since(ctx.Time()), -1)
+		}
+	}()
 	var small *fasthttp.ErrSmallBuffer
 	var ne net.Error
 	switch {

@@ -106,13 +106,18 @@ type Metrics struct {
 	requests  metric.Int64Counter
 	duration  metric.Float64Histogram
 	upstream  metric.Float64Histogram
-	inflight  metric.Int64UpDownCounter
+	inflight  metric.Int64ObservableGauge
 	rotations metric.Int64Counter
 
 	credExpiry metric.Float64ObservableGauge
 	credAge    metric.Float64ObservableGauge
 	certExpiry metric.Float64ObservableGauge
 
+	// inflightN is InflightAdd's count and inflightF an observed one: the
+	// gauge is read at collection time, so the request path pays one atomic
+	// add at most.
+	inflightN    atomic.Int64
+	inflightF    atomic.Pointer[func() int64]
 	credentials  atomic.Pointer[func() []CredentialState]
 	certificates atomic.Pointer[func() []CertificateState]
 
@@ -218,7 +223,7 @@ func (m *Metrics) instruments() error {
 	m.upstream, errs[2] = meter.Float64Histogram(nameUpstream, metric.WithUnit(unitSeconds),
 		metric.WithDescription("Time spent in the upstream call, by route."),
 		metric.WithExplicitBucketBoundaries(DurationBuckets...))
-	m.inflight, errs[3] = meter.Int64UpDownCounter(nameInflight, metric.WithUnit(unitRequests),
+	m.inflight, errs[3] = meter.Int64ObservableGauge(nameInflight, metric.WithUnit(unitRequests),
 		metric.WithDescription("Requests being served now."))
 	m.rotations, errs[4] = meter.Int64Counter(nameRotations, metric.WithUnit(unitRotations),
 		metric.WithDescription("Credential refreshes, by credential and result (success|failure)."))
@@ -231,7 +236,7 @@ func (m *Metrics) instruments() error {
 	if err := errors.Join(errs[:8]...); err != nil {
 		return fmt.Errorf("metric instruments: %w", err)
 	}
-	if _, err := meter.RegisterCallback(m.observe, m.credExpiry, m.credAge, m.certExpiry); err != nil {
+	if _, err := meter.RegisterCallback(m.observe, m.inflight, m.credExpiry, m.credAge, m.certExpiry); err != nil {
 		return fmt.Errorf("metric callback: %w", err)
 	}
 	return nil
@@ -259,8 +264,13 @@ func (m *Metrics) Route(name string) *RouteMetrics {
 }
 
 // InflightAdd moves sidekey_inflight_requests by n: +1 when a request
-// starts, -1 when it ends. It allocates nothing.
-func (m *Metrics) InflightAdd(n int64) { m.inflight.Add(context.Background(), n) }
+// starts, -1 when it ends. It is one atomic add.
+func (m *Metrics) InflightAdd(n int64) { m.inflightN.Add(n) }
+
+// ObserveInflight adds f's count to sidekey_inflight_requests at each
+// collection, for a server that counts its requests itself. It replaces an
+// earlier f.
+func (m *Metrics) ObserveInflight(f func() int64) { m.inflightF.Store(&f) }
 
 // Rotation counts one refresh of a credential; result is ResultSuccess or
 // ResultFailure. Its signature is that of injector.Holder.OnRotate.
@@ -330,6 +340,11 @@ func (m *Metrics) ObserveCertificates(f func() []CertificateState) { m.certifica
 // observe is the callback of the three gauges.
 func (m *Metrics) observe(_ context.Context, o metric.Observer) error {
 	now := m.now()
+	n := m.inflightN.Load()
+	if f := m.inflightF.Load(); f != nil && *f != nil {
+		n += (*f)()
+	}
+	o.ObserveInt64(m.inflight, n)
 	if f := m.credentials.Load(); f != nil && *f != nil {
 		for _, c := range (*f)() {
 			attrs := metric.WithAttributeSet(attribute.NewSet(attrCredential.String(c.Name)))

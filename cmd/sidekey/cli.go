@@ -20,6 +20,10 @@ commands:
   run -c FILE        run the proxy (also: sidekey -c FILE; -c - reads stdin)
   validate -c FILE   check a config file; one FILE:LINE: message per problem
   demo               a self-contained demo: token issuer, upstream, proxy
+  status [--admin URL] [--json]
+                     credentials: source, version, state, expiry, last error
+  rotate NAME [--admin URL]
+                     refresh one credential now (token: SIDEKEY_ADMIN_TOKEN)
   version            print version, commit and Go version
 `
 
@@ -40,6 +44,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return cmdValidate(rest, stdin, stdout, stderr)
 	case "demo":
 		return cmdDemo(ctx, rest, stdout, stderr)
+	case "status":
+		return cmdStatus(ctx, rest, stdout, stderr)
+	case "rotate":
+		return cmdRotate(ctx, rest, stdout, stderr)
 	case "demo-token":
 		return cmdDemoToken(ctx, rest, stdout, stderr)
 	case "version", "--version", "-v":

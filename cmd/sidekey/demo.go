@@ -48,7 +48,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			printDemoHelp(stdout, addrs["proxy"], addrs["admin"], *ttl)
 		}
 	}
-	if err := serve(ctx, cfg, stderr, onListen); err != nil {
+	if err := serve(ctx, cfg, stderr, onListen, nil); err != nil {
 		fmt.Fprintf(stderr, "sidekey demo: %v\n", err)
 		return exitFailed
 	}

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/sidekey/sidekey/config"
 	"github.com/sidekey/sidekey/injector"
@@ -18,6 +20,7 @@ import (
 )
 
 // cmdRun runs the proxy until ctx ends (SIGTERM, Ctrl-C), then drains.
+// SIGHUP reloads the config file.
 func cmdRun(ctx context.Context, args []string, stdin io.Reader, stderr io.Writer) int {
 	path, ok := configFlag("run", args, stderr)
 	if !ok {
@@ -28,7 +31,10 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stderr io.Write
 		fmt.Fprintln(stderr, err)
 		return exitFailed
 	}
-	if err := serve(ctx, cfg, stderr, nil); err != nil {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	if err := serve(ctx, cfg, stderr, nil, hup); err != nil {
 		fmt.Fprintf(stderr, "sidekey: %v\n", err)
 		return exitFailed
 	}
@@ -38,87 +44,144 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stderr io.Write
 // listening is told each bound address, for the demo and tests.
 type listening func(listener, addr string)
 
-// serve runs everything cfg describes until ctx ends. It returns an error
-// only for a start-up failure; a clean drain after ctx ends returns nil.
-func serve(ctx context.Context, cfg *config.Config, stderr io.Writer, onListen listening) error {
-	if err := supported(cfg); err != nil {
-		return err
-	}
-	red := telemetry.NewRedactor()
-	log, err := telemetry.NewLogger(stderr, cfg.Log.Level, cfg.Log.Format, red)
+// serve runs everything cfg describes until ctx ends, reloading the file on
+// each signal from reload. It returns an error only for a start-up failure;
+// a clean drain after ctx ends returns nil.
+func serve(ctx context.Context, cfg *config.Config, stderr io.Writer, onListen listening, reload <-chan os.Signal) error {
+	d, err := newDaemon(ctx, cfg, stderr)
 	if err != nil {
 		return err
 	}
-	token, err := adminToken(ctx, cfg, red)
-	if err != nil {
+	if err := d.bind(cfg, onListen); err != nil {
+		d.closeTelemetry()
 		return err
 	}
-	set, err := injector.NewSet(cfg.Credentials, injector.SetOptions{Log: log, Secrets: red})
-	if err != nil {
-		return err
+	d.start(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			d.stop()
+			return nil
+		case <-reload:
+			d.reload(ctx)
+		}
 	}
-	px, err := proxy.New(cfg, set, log)
-	if err != nil {
-		return err
-	}
-	admin := &proxy.Admin{Credentials: set, Required: px.Required, Token: token, Scrub: red.Bytes, Log: log}
-	pln, aln, err := listen(cfg, log, onListen)
-	if err != nil {
-		return err
-	}
-	return runServers(ctx, cfg, log, set, px, admin, pln, aln)
 }
 
-// runServers runs the holders and both servers; when ctx ends it stops
-// accepting, drains in-flight requests up to shutdown_timeout, then stops the
-// holders. Teardown is ordered: requests first, credentials last.
-func runServers(ctx context.Context, cfg *config.Config, log *logrus.Logger, set *injector.Set,
-	px *proxy.Proxy, admin *proxy.Admin, pln, aln net.Listener) error {
-	credCtx, stopCreds := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopCreds()
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return set.Run(credCtx) })
-	g.Go(func() error { return px.Serve(pln) })
-	g.Go(func() error { return admin.Serve(aln) })
-	g.Go(func() error {
-		<-gctx.Done()
-		log.WithField("timeout", cfg.ShutdownTimeout.String()).Info("shutting down: draining requests")
-		dctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-		defer cancel()
-		if err := px.Shutdown(dctx); err != nil {
-			log.WithError(err).Warn("drain incomplete")
-		}
-		_ = admin.Shutdown(dctx)
-		stopCreds()
-		return nil
-	})
-	err := g.Wait()
-	if err != nil && !errors.Is(err, context.Canceled) {
+// newDaemon builds logging, telemetry, holders, proxy and admin for cfg.
+func newDaemon(ctx context.Context, cfg *config.Config, stderr io.Writer) (*daemon, error) {
+	if err := supported(cfg); err != nil {
+		return nil, err
+	}
+	d := &daemon{cfg: cfg, red: telemetry.NewRedactor(), out: &telemetry.LockedWriter{W: stderr}}
+	var err error
+	if d.log, err = telemetry.NewLogger(d.out, cfg.Log.Level, cfg.Log.Format, d.red); err != nil {
+		return nil, err
+	}
+	if err := d.startTelemetry(ctx, cfg); err != nil {
+		return nil, err
+	}
+	token, err := adminToken(ctx, cfg, d.red)
+	if err != nil {
+		d.closeTelemetry()
+		return nil, err
+	}
+	if d.set, err = injector.NewSet(cfg.Credentials, d.setOptions()); err != nil {
+		d.closeTelemetry()
+		return nil, err
+	}
+	d.creds.Store(d.set)
+	d.px, err = proxy.New(cfg, d.set, proxy.Options{Log: d.log, Audit: d.audit,
+		AuditText: cfg.Log.Format == "text", Metrics: d.metrics, Tracing: d.tracing})
+	if err != nil {
+		d.closeTelemetry()
+		return nil, err
+	}
+	d.admin = &proxy.Admin{Credentials: &d.creds, Required: d.px.Required, Scrub: d.red.Bytes,
+		Log: d.log, Metrics: d.metrics.Handler()}
+	d.admin.SetToken(token)
+	return d, nil
+}
+
+// startTelemetry builds metrics, tracing and the audit sink.
+func (d *daemon) startTelemetry(ctx context.Context, cfg *config.Config) error {
+	var err error
+	d.metrics, err = telemetry.NewMetrics(telemetry.MetricsOptions{
+		ServiceName: cfg.Telemetry.ServiceName, OTLPEndpoint: cfg.Telemetry.OTLPEndpoint})
+	if err != nil {
 		return err
 	}
-	log.Info("stopped")
+	d.tracing, err = telemetry.NewTracing(ctx, telemetry.TracingOptions{
+		ServiceName: cfg.Telemetry.ServiceName, OTLPEndpoint: cfg.Telemetry.OTLPEndpoint})
+	if err != nil {
+		_ = d.metrics.Shutdown(ctx)
+		return err
+	}
+	d.tracing.Scrub = d.red.String
+	if d.tracing.Enabled() {
+		d.log.WithField("exporter", d.tracing.Endpoint()).Info("tracing on")
+	}
+	d.metrics.ObserveCredentials(d.credentialStates)
+	d.audit = telemetry.NewLineSink(d.out, d.red.Bytes, 8192)
 	return nil
 }
 
-// listen binds the app-facing and admin listeners; a port that cannot be
+func (d *daemon) setOptions() injector.SetOptions {
+	return injector.SetOptions{Log: d.log, Secrets: d.red, OnRotate: d.rotated}
+}
+
+// rotated is every holder's OnRotate: a metric and a rotation span.
+func (d *daemon) rotated(name, result string) {
+	d.metrics.Rotation(name, result)
+	if !d.tracing.Enabled() {
+		return
+	}
+	var version uint64
+	var err error
+	if h := d.creds.Holder(name); h != nil {
+		st := h.Status()
+		version = st.Version
+		if st.LastError != "" && result != telemetry.ResultSuccess {
+			err = errors.New(st.LastError)
+		}
+	}
+	d.tracing.RotationEvent(name, result, version, err)
+}
+
+// credentialStates feeds the expiry and age gauges.
+func (d *daemon) credentialStates() []telemetry.CredentialState {
+	sts := d.creds.Statuses()
+	out := make([]telemetry.CredentialState, len(sts))
+	for i, st := range sts {
+		out[i] = telemetry.CredentialState{Name: st.Name, IssuedAt: st.IssuedAt,
+			ExpiresAt: st.ExpiresAt, HasValue: st.Version > 0 && st.State != injector.StateExpired}
+	}
+	return out
+}
+
+// bind binds the app-facing and admin listeners; a port that cannot be
 // bound is a start-up failure.
-func listen(cfg *config.Config, log logrus.FieldLogger, onListen listening) (net.Listener, net.Listener, error) {
+func (d *daemon) bind(cfg *config.Config, onListen listening) error {
 	pln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return nil, nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
 	aln, err := net.Listen("tcp", cfg.Admin.Listen)
 	if err != nil {
 		pln.Close()
-		return nil, nil, fmt.Errorf("admin listen %s: %w", cfg.Admin.Listen, err)
+		return fmt.Errorf("admin listen %s: %w", cfg.Admin.Listen, err)
 	}
-	for name, ln := range map[string]net.Listener{"proxy": pln, "admin": aln} {
-		log.WithFields(logrus.Fields{"listener": name, "addr": ln.Addr().String()}).Info("listening")
-		if onListen != nil {
-			onListen(name, ln.Addr().String())
-		}
+	d.pln, d.aln, d.onListen = pln, aln, onListen
+	d.announce("proxy", pln)
+	d.announce("admin", aln)
+	return nil
+}
+
+func (d *daemon) announce(name string, ln net.Listener) {
+	d.log.WithFields(logrus.Fields{"listener": name, "addr": ln.Addr().String()}).Info("listening")
+	if d.onListen != nil {
+		d.onListen(name, ln.Addr().String())
 	}
-	return pln, aln, nil
 }
 
 // adminToken resolves the admin token reference, if any, and registers it
