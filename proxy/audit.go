@@ -55,17 +55,38 @@ func (p *Proxy) audit(ctx *fasthttp.RequestCtx, rec *record, now time.Time) {
 	sink.Submit(l)
 }
 
-const auditTime = "2006-01-02T15:04:05.000Z07:00"
-
 func auditStart(b []byte, now time.Time, text bool) []byte {
 	if text {
 		b = append(b, "time=\""...)
-		b = now.AppendFormat(b, auditTime)
+		b = appendTime(b, now)
 		return append(b, "\" level=info msg=request"...)
 	}
 	b = append(b, `{"level":"info","msg":"request","time":"`...)
-	b = now.AppendFormat(b, auditTime)
+	b = appendTime(b, now)
 	return append(b, '"')
+}
+
+// secondStamp caches the formatted UTC second; formatting a time is the
+// most expensive part of an audit line otherwise.
+type secondStamp struct {
+	unix int64
+	text string // "2006-01-02T15:04:05"
+}
+
+var lastSecond atomic.Pointer[secondStamp]
+
+// appendTime appends now in UTC as 2006-01-02T15:04:05.000Z.
+func appendTime(b []byte, now time.Time) []byte {
+	now = now.UTC()
+	sec := now.Unix()
+	st := lastSecond.Load()
+	if st == nil || st.unix != sec {
+		st = &secondStamp{unix: sec, text: now.Format("2006-01-02T15:04:05")}
+		lastSecond.Store(st)
+	}
+	b = append(b, st.text...)
+	ms := now.Nanosecond() / 1e6
+	return append(b, '.', byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10), 'Z')
 }
 
 func field(b []byte, k string, v []byte, text bool) []byte {

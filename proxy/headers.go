@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"iter"
 
 	"github.com/valyala/fasthttp"
 )
@@ -20,17 +21,23 @@ var hopHeaders = []string{
 }
 
 // stripRequestHops removes hop-by-hop headers from an app request, keeping
-// Connection and Upgrade on a protocol upgrade (the tunnel needs them).
+// Connection and Upgrade on a protocol upgrade (the tunnel needs them). It
+// reads the headers once and deletes only what is there.
 func stripRequestHops(h *fasthttp.RequestHeader, upgrade bool) {
-	delListed(h.Peek(fasthttp.HeaderConnection), h.DelBytes)
-	for _, k := range hopHeaders {
-		if upgrade && k == "Upgrade" {
-			continue
-		}
-		h.Del(k)
+	mask := hopMask(h.All())
+	if mask == 0 {
+		return
 	}
-	if !upgrade {
-		h.Del(fasthttp.HeaderConnection)
+	if mask&hopConnection != 0 {
+		delListed(h.Peek(fasthttp.HeaderConnection), h.DelBytes)
+		if !upgrade {
+			h.Del(fasthttp.HeaderConnection)
+		}
+	}
+	for i, k := range hopHeaders {
+		if mask&(1<<i) != 0 && !(upgrade && k == "Upgrade") {
+			h.Del(k)
+		}
 	}
 }
 
@@ -38,10 +45,42 @@ func stripRequestHops(h *fasthttp.RequestHeader, upgrade bool) {
 // Connection: close stays (fasthttp needs it to retire the upstream
 // connection); the server decides about the app's connection by itself.
 func stripResponseHops(h *fasthttp.ResponseHeader) {
-	delListed(h.Peek(fasthttp.HeaderConnection), h.DelBytes)
-	for _, k := range hopHeaders {
-		h.Del(k)
+	mask := hopMask(h.All())
+	if mask == 0 {
+		return
 	}
+	if mask&hopConnection != 0 {
+		delListed(h.Peek(fasthttp.HeaderConnection), h.DelBytes)
+	}
+	for i, k := range hopHeaders {
+		if mask&(1<<i) != 0 {
+			h.Del(k)
+		}
+	}
+}
+
+// hopConnection is hopMask's bit for a Connection header.
+const hopConnection = 1 << 15
+
+// hopMask reports, one bit per hopHeaders entry (and hopConnection), which
+// hop-by-hop headers are present.
+func hopMask(all iter.Seq2[[]byte, []byte]) uint16 {
+	var mask uint16
+	for k := range all {
+		if len(k) < 2 || len(k) > len("Proxy-Authorization") {
+			continue
+		}
+		if bytes.EqualFold(k, []byte(fasthttp.HeaderConnection)) {
+			mask |= hopConnection
+			continue
+		}
+		for i, name := range hopHeaders {
+			if len(k) == len(name) && bytes.EqualFold(k, []byte(name)) {
+				mask |= 1 << i
+			}
+		}
+	}
+	return mask
 }
 
 // delListed deletes every header named in a Connection value, except the

@@ -38,6 +38,7 @@ type route struct {
 	signBody bool
 	scheme   string
 	metrics  *telemetry.RouteMetrics // nil without metrics
+	dialer   func(string) (net.Conn, error)
 }
 
 // Holders finds a credential's holder by name; *injector.Set implements it.
@@ -48,7 +49,7 @@ type Holders interface {
 // clientReadBuffer bounds upstream response headers; requests get the same.
 const clientReadBuffer = 16 << 10
 
-func compileRoute(rc config.Route, holders Holders) (*route, error) {
+func compileRoute(rc config.Route, holders Holders, dial func(string) (net.Conn, error)) (*route, error) {
 	u := rc.Upstream
 	rt := &route{
 		name:     rc.Name,
@@ -61,6 +62,7 @@ func compileRoute(rc config.Route, holders Holders) (*route, error) {
 		timeout:  rc.Timeout,
 		addr:     dialAddr(u.Scheme, u.Host),
 		scheme:   u.Scheme,
+		dialer:   dial,
 	}
 	if rt.prefix == "" {
 		rt.prefix = "/"
@@ -109,7 +111,13 @@ func (rt *route) compileInject(in *config.Inject, holders Holders) error {
 // dialIdle dials the upstream for the route's client; every connection
 // carries the route timeout as an idle bound on reads and writes.
 func (rt *route) dialIdle(addr string) (net.Conn, error) {
-	c, err := fasthttp.DialTimeout(addr, rt.dialTimeout())
+	var c net.Conn
+	var err error
+	if rt.dialer != nil {
+		c, err = rt.dialer(addr)
+	} else {
+		c, err = fasthttp.DialTimeout(addr, rt.dialTimeout())
+	}
 	if err != nil || rt.timeout <= 0 {
 		return c, err
 	}

@@ -2,6 +2,9 @@ package proxy
 
 import (
 	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 func testRouter() *router {
@@ -113,4 +116,33 @@ func FuzzRouter(f *testing.F) {
 			t.Fatalf("route %s host %q for request host %q", rt.name, rt.host, host)
 		}
 	})
+}
+
+func TestAppendTime(t *testing.T) {
+	for _, ts := range []time.Time{
+		time.Date(2026, 11, 22, 21, 0, 7, 5e6, time.UTC),
+		time.Date(2026, 11, 22, 21, 0, 7, 999e6, time.FixedZone("x", 3600)),
+		time.Date(2026, 11, 22, 21, 0, 8, 0, time.UTC),
+	} {
+		if got, want := string(appendTime(nil, ts)), ts.UTC().Format("2006-01-02T15:04:05.000Z"); got != want {
+			t.Errorf("appendTime = %s, want %s", got, want)
+		}
+	}
+}
+
+func TestHopMask(t *testing.T) {
+	var h fasthttp.RequestHeader
+	h.Set("Keep-Alive", "1")
+	h.Set("te", "trailers")
+	h.Set("X-Other", "1")
+	h.Set("Connection", "X-Foo")
+	m := hopMask(h.All())
+	if m&hopConnection == 0 || m&1 == 0 || m&(1<<4) == 0 || m&(1<<6) != 0 {
+		t.Fatalf("mask %016b", m)
+	}
+	var empty fasthttp.RequestHeader
+	empty.Set("Accept", "*/*")
+	if n := testing.AllocsPerRun(100, func() { hopMask(empty.All()) }); n != 0 {
+		t.Fatalf("hopMask allocates %v", n)
+	}
 }

@@ -35,6 +35,9 @@ type Options struct {
 	AuditText bool
 	Metrics   *telemetry.Metrics
 	Tracing   *telemetry.Tracing
+	// Dial, when set, opens upstream connections instead of TCP (tests and
+	// benchmarks use in-memory listeners).
+	Dial func(addr string) (net.Conn, error)
 }
 
 // table is one routing configuration, immutable once built.
@@ -90,7 +93,7 @@ func New(cfg *config.Config, holders Holders, opts Options) (*Proxy, error) {
 func (p *Proxy) Reload(cfg *config.Config, holders Holders) error {
 	t := &table{}
 	for _, rc := range cfg.Routes {
-		rt, err := compileRoute(rc, holders)
+		rt, err := compileRoute(rc, holders, p.opts.Dial)
 		if err != nil {
 			return err
 		}
