@@ -83,7 +83,7 @@ func compileRoute(rc config.Route, holders Holders, dial func(string) (net.Conn,
 		MaxIdleConnDuration:           30 * time.Second,
 		ReadBufferSize:                clientReadBuffer,
 		WriteBufferSize:               clientReadBuffer,
-		StreamResponseBody:            true,
+		Transport:                     upstreamTransport{bufferMax: bufferedBodyMax},
 		DisableHeaderNamesNormalizing: false,
 		Dial:                          rt.dialIdle,
 	}

@@ -1,0 +1,155 @@
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"sync"
+
+	"github.com/valyala/fasthttp"
+)
+
+// upstreamTransport is the fasthttp.RoundTripper of every route client. It
+// buffers a response body of known length up to bufferMax — the common case,
+// which then costs no allocation — and streams every other body (large,
+// chunked, or delimited by the connection closing) to the app as it arrives,
+// so that downloads run in bounded memory and server-sent events are not
+// held back. fasthttp's own streaming allocates several objects per
+// response; this one pools them.
+//
+// The route timeout is not enforced here but per read and write by
+// idleConn, so no deadline is set on the connection.
+type upstreamTransport struct{ bufferMax int }
+
+// maxInterim bounds 1xx responses before the final one.
+const maxInterim = 8
+
+func (t upstreamTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (retry bool, err error) {
+	skipBody := resp.SkipBody || req.Header.IsHead()
+	cc, err := hc.AcquireConn(0, req.ConnectionClose())
+	if err != nil {
+		return false, err
+	}
+	bw := hc.AcquireWriter(cc.Conn())
+	err = req.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	hc.ReleaseWriter(bw)
+	if err != nil {
+		hc.CloseConn(cc)
+		return true, err
+	}
+	br := hc.AcquireReader(cc.Conn())
+	if err := readHead(resp, br); err != nil {
+		hc.ReleaseReader(br)
+		hc.CloseConn(cc)
+		return true, err
+	}
+	keep := !req.ConnectionClose() && !resp.ConnectionClose()
+	cl := resp.Header.ContentLength()
+	if skipBody || bodyless(resp.StatusCode()) || (cl >= 0 && cl <= t.bufferMax) {
+		if !skipBody && !bodyless(resp.StatusCode()) {
+			if err := resp.ReadBody(br, t.bufferMax); err != nil {
+				hc.ReleaseReader(br)
+				hc.CloseConn(cc)
+				return false, err
+			}
+		}
+		hc.ReleaseReader(br)
+		if keep {
+			hc.ReleaseConn(cc)
+		} else {
+			hc.CloseConn(cc)
+		}
+		return false, nil
+	}
+	streamBody(hc, cc, br, resp, keep, (*fasthttp.HostClient).ReleaseConn, (*fasthttp.HostClient).CloseConn)
+	return false, nil
+}
+
+// readHead reads the final response header, skipping interim 1xx answers.
+func readHead(resp *fasthttp.Response, br *bufio.Reader) error {
+	for n := 0; ; n++ {
+		if err := resp.Header.Read(br); err != nil {
+			return err
+		}
+		code := resp.StatusCode()
+		if code < 100 || code > 199 || code == fasthttp.StatusSwitchingProtocols {
+			return nil
+		}
+		if n >= maxInterim {
+			return errors.New("too many interim responses")
+		}
+	}
+}
+
+// bodyless reports statuses that never carry a body.
+func bodyless(code int) bool {
+	return code == fasthttp.StatusNoContent || code == fasthttp.StatusNotModified || (code >= 100 && code < 200)
+}
+
+// upstreamBody streams one upstream response body to the app. The server
+// reads it to the end and closes it; Close returns the connection to the
+// pool when the body was read whole and the connection may be kept, and
+// closes it otherwise. C is fasthttp's connection handle, whose type is
+// not exported; release and closeConn are HostClient's methods for it.
+type upstreamBody[C any] struct {
+	hc        *fasthttp.HostClient
+	cc        C
+	br        *bufio.Reader
+	scratch   *fasthttp.Response // decodes the framing: length, chunks, trailers
+	body      io.Reader
+	keep      bool
+	eof       bool
+	release   func(*fasthttp.HostClient, C)
+	closeConn func(*fasthttp.HostClient, C)
+}
+
+// upstreamBodies pools upstreamBody values; one instantiation is ever used.
+var upstreamBodies sync.Pool
+
+// streamBody hands the rest of the response to the app as a body stream.
+func streamBody[C any](hc *fasthttp.HostClient, cc C, br *bufio.Reader, resp *fasthttp.Response, keep bool,
+	release, closeConn func(*fasthttp.HostClient, C)) {
+	b, _ := upstreamBodies.Get().(*upstreamBody[C])
+	if b == nil {
+		b = new(upstreamBody[C])
+	}
+	cl := resp.Header.ContentLength()
+	scratch := fasthttp.AcquireResponse()
+	scratch.Header.SetContentLength(cl)
+	scratch.StreamBody = true
+	_ = scratch.ReadBody(br, 0) // with StreamBody it only wraps br
+	*b = upstreamBody[C]{hc: hc, cc: cc, br: br, scratch: scratch, body: scratch.BodyStream(),
+		keep: keep && cl != -2, release: release, closeConn: closeConn}
+	if cl < 0 {
+		cl = -1 // re-chunked to the app
+	}
+	resp.SetBodyStream(b, cl)
+}
+
+func (b *upstreamBody[C]) Read(p []byte) (int, error) {
+	n, err := b.body.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
+}
+
+// Close releases the upstream connection; the server calls it once the
+// body is written, or when the app went away.
+func (b *upstreamBody[C]) Close() error {
+	_ = b.scratch.CloseBodyStream()
+	fasthttp.ReleaseResponse(b.scratch)
+	b.hc.ReleaseReader(b.br)
+	if b.eof && b.keep {
+		b.release(b.hc, b.cc)
+	} else {
+		b.closeConn(b.hc, b.cc)
+	}
+	var zero upstreamBody[C]
+	*b = zero
+	upstreamBodies.Put(b)
+	return nil
+}
