@@ -36,6 +36,11 @@ func (p *Proxy) handle(ctx *fasthttp.RequestCtx) {
 	if p.opts.Tracing != nil && p.opts.Tracing.Enabled() {
 		p.startServerSpan(ctx, rec)
 	}
+	rec.rid = ctx.Request.Header.Peek(headerRequestID)
+	if len(rec.rid) == 0 {
+		x.rid = p.rids.append(x.rid[:0])
+		rec.rid = x.rid
+	}
 	t := p.table.Load()
 	p.forward(ctx, t, x, rec)
 	now := time.Now()
@@ -43,6 +48,7 @@ func (p *Proxy) handle(ctx *fasthttp.RequestCtx) {
 	p.observe(t, rec, status, now)
 	rec.endServerSpan(status)
 	p.audit(ctx, rec, now)
+	rec.release() // after the audit line and span have read the version
 }
 
 // observe records the request's metrics under its route, or "none".
@@ -91,8 +97,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, x *exchange, rec *re
 			writeError(ctx, fasthttp.StatusServiceUnavailable, codeUnavailable, rt.credential)
 			return
 		}
-		rec.version = v
-		defer rec.release()
+		rec.version = v // released by handle
 	}
 	if req.IsBodyStream() {
 		// A streamed upload may outlast the server's read timeout, which
@@ -101,7 +106,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, x *exchange, rec *re
 	}
 	clientClose := req.Header.ConnectionClose()
 	upgrade := isUpgrade(&req.Header)
-	x.prepare(req, rt, upgrade, rec, p.rids)
+	x.prepare(req, rt, upgrade, rec)
 	if rt.signBody {
 		if err := bufferBody(req); err != nil {
 			writeError(ctx, fasthttp.StatusRequestEntityTooLarge, codeBodyTooLarge, "")
@@ -152,9 +157,9 @@ func (p *Proxy) exchange(ctx *fasthttp.RequestCtx, x *exchange, rt *route, rec *
 
 // prepare rewrites the app's request in place for the upstream: hop-by-hop
 // and credential-carrying headers out, path rewritten, Host set, a request ID
-// assigned. It records the app's path (query without the injected parameter)
+// forwarded. It records the app's path (query without the injected parameter)
 // for the audit line.
-func (x *exchange) prepare(req *fasthttp.Request, rt *route, upgrade bool, rec *record, ids *requestIDs) {
+func (x *exchange) prepare(req *fasthttp.Request, rt *route, upgrade bool, rec *record) {
 	x.edit.r, x.edit.scheme = req, rt.scheme
 	req.Header.SetNoDefaultContentType(true)
 	stripRequestHops(&req.Header, upgrade)
@@ -171,11 +176,8 @@ func (x *exchange) prepare(req *fasthttp.Request, rt *route, upgrade bool, rec *
 	uri.SetPathBytes(x.path)
 	uri.SetHost(rt.upHost)
 	req.Header.SetHost(rt.upHost)
-	rec.rid = req.Header.Peek(headerRequestID)
-	if len(rec.rid) == 0 {
-		x.rid = ids.append(x.rid[:0])
-		req.Header.SetBytesV(headerRequestID, x.rid)
-		rec.rid = x.rid
+	if len(req.Header.Peek(headerRequestID)) == 0 {
+		req.Header.SetBytesV(headerRequestID, rec.rid)
 	}
 }
 
