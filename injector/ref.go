@@ -15,6 +15,8 @@ func RefSource(r config.Ref) (Source, error) {
 		return &EnvSource{Name: r.Name}, nil
 	case config.RefFile:
 		return &FileSource{Path: r.Name}, nil
+	case config.RefVault:
+		return nil, fmt.Errorf("%s: %w", r, ErrNoVault)
 	}
 	return nil, fmt.Errorf("%s: %w", r, ErrUnsupportedSource)
 }

@@ -37,6 +37,8 @@ func NewSource(c config.Credential) (Source, error) {
 		return ExecSource{Command: c.Command, Timeout: c.Timeout}, nil
 	case config.SourceOAuth2:
 		return newOAuth2Source(c)
+	case config.SourceVaultKV, config.SourceVaultLease:
+		return nil, fmt.Errorf("credential %q: source %q is %w", c.Name, c.Source, ErrNoVault)
 	default:
 		return nil, fmt.Errorf("credential %q: source %q is %w", c.Name, c.Source, ErrUnsupportedSource)
 	}

@@ -36,6 +36,10 @@ type Admin struct {
 	Required func() []string
 	// Metrics serves /metrics; nil answers 404.
 	Metrics http.Handler
+	// Certificates lists the certificates for /v1/certificates; nil: none.
+	Certificates func() any
+	// CertificateProblems names certificates that keep the proxy unready.
+	CertificateProblems func() []NotReady
 	// Scrub removes live secret values from a body; nil leaves it as is.
 	Scrub func([]byte) []byte
 	// RotateTimeout bounds a forced refresh; zero means 30s.
@@ -101,7 +105,7 @@ func (a *Admin) handle(ctx *fasthttp.RequestCtx) {
 	case path == "/metrics" && a.metrics != nil:
 		a.get(ctx, func() { a.metrics(ctx) })
 	case path == "/v1/certificates":
-		a.get(ctx, func() { a.writeJSON(ctx, fasthttp.StatusOK, []struct{}{}) })
+		a.get(ctx, func() { a.writeJSON(ctx, fasthttp.StatusOK, a.certificates()) })
 	case strings.HasPrefix(path, "/v1/credentials/") && strings.HasSuffix(path, "/rotate"):
 		a.rotate(ctx, strings.TrimSuffix(strings.TrimPrefix(path, "/v1/credentials/"), "/rotate"))
 	default:
@@ -118,11 +122,23 @@ func (a *Admin) get(ctx *fasthttp.RequestCtx, answer func()) {
 	answer()
 }
 
-// notReady is one credential that keeps the proxy from being ready.
-type notReady struct {
-	Credential string `json:"credential"`
-	State      string `json:"state"`
-	LastError  string `json:"last_error,omitempty"`
+// NotReady is one credential or certificate that keeps the proxy from being
+// ready, or (under "degraded") one whose refresh is failing.
+type NotReady struct {
+	Credential  string `json:"credential,omitempty"`
+	Certificate string `json:"certificate,omitempty"`
+	State       string `json:"state"`
+	LastError   string `json:"last_error,omitempty"`
+}
+
+func (a *Admin) certificates() any {
+	if a.Certificates == nil {
+		return []struct{}{}
+	}
+	if v := a.Certificates(); v != nil {
+		return v
+	}
+	return []struct{}{}
 }
 
 // readyz is 503 naming every credential a route needs that has no valid
@@ -130,14 +146,14 @@ type notReady struct {
 // is failing while their value is still valid, so that an orchestrator can
 // alert before anything breaks.
 func (a *Admin) readyz(ctx *fasthttp.RequestCtx) {
-	var missing, degraded []notReady
+	var missing, degraded []NotReady
 	for _, name := range a.Required() {
 		h := a.Credentials.Holder(name)
 		if h == nil {
 			continue
 		}
 		st := h.Status()
-		entry := notReady{Credential: name, State: st.State, LastError: st.LastError}
+		entry := NotReady{Credential: name, State: st.State, LastError: st.LastError}
 		v, err := h.Acquire()
 		if err != nil {
 			missing = append(missing, entry)
@@ -147,6 +163,9 @@ func (a *Admin) readyz(ctx *fasthttp.RequestCtx) {
 		if st.LastError != "" {
 			degraded = append(degraded, entry)
 		}
+	}
+	if a.CertificateProblems != nil {
+		missing = append(missing, a.CertificateProblems()...)
 	}
 	if len(missing) > 0 {
 		a.writeJSON(ctx, fasthttp.StatusServiceUnavailable, map[string]any{"ready": false, "not_ready": missing})

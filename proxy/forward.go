@@ -124,6 +124,9 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, x *exchange, rec *re
 		return
 	}
 	p.exchange(ctx, x, rt, rec)
+	if p.opts.Retired != nil && p.opts.Retired(ctx.Conn()) {
+		ctx.SetConnectionClose()
+	}
 	if clientClose {
 		ctx.SetConnectionClose()
 	}
@@ -137,7 +140,7 @@ func (p *Proxy) exchange(ctx *fasthttp.RequestCtx, x *exchange, rt *route, rec *
 	span := p.startClientSpan(&ctx.Request, rt, rec)
 	start := time.Now()
 	// The route timeout is enforced per read and write by idleConn.
-	err := rt.client.Do(&ctx.Request, resp)
+	err := rt.client.Load().Do(&ctx.Request, resp)
 	if err == nil && resp.StatusCode() == fasthttp.StatusUnauthorized && replayable(&ctx.Request, rec) {
 		err = p.retryUnauthorized(ctx, x, rt, rec)
 	}

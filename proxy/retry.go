@@ -44,5 +44,5 @@ func (p *Proxy) retryUnauthorized(ctx *fasthttp.RequestCtx, x *exchange, rt *rou
 	_ = resp.CloseBodyStream()
 	resp.Reset()
 	x.buf = rt.form.Apply(&x.edit, v.Secret(), x.buf)
-	return rt.client.Do(&ctx.Request, resp)
+	return rt.client.Load().Do(&ctx.Request, resp)
 }

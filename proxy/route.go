@@ -2,9 +2,11 @@ package proxy
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -25,9 +27,10 @@ type route struct {
 	upHost   string // Host header sent upstream
 	upstream string // upstream URL as configured, for logs
 	timeout  time.Duration
-	client   *fasthttp.HostClient
-	tls      *tls.Config // nil for plain http
-	addr     string      // dial address, host:port
+	client   atomic.Pointer[fasthttp.HostClient] // swapped when the client certificate changes
+	tls      *tls.Config                         // nil for plain http
+	cert     ClientCertificate                   // nil without upstream_tls.client_cert
+	addr     string                              // dial address, host:port
 
 	credential string // "" when nothing is injected
 	holder     *injector.Holder
@@ -41,6 +44,14 @@ type route struct {
 	dialer   func(string) (net.Conn, error)
 }
 
+// ClientCertificate is an outbound client certificate that renews itself;
+// *certs.ClientCert implements it.
+type ClientCertificate interface {
+	GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error)
+	// Changed returns a channel closed when the next certificate is in use.
+	Changed() <-chan struct{}
+}
+
 // Holders finds a credential's holder by name; *injector.Set implements it.
 type Holders interface {
 	Holder(name string) *injector.Holder
@@ -49,7 +60,7 @@ type Holders interface {
 // clientReadBuffer bounds upstream response headers; requests get the same.
 const clientReadBuffer = 16 << 10
 
-func compileRoute(rc config.Route, holders Holders, dial func(string) (net.Conn, error)) (*route, error) {
+func compileRoute(rc config.Route, holders Holders, opts Options) (*route, error) {
 	u := rc.Upstream
 	rt := &route{
 		name:     rc.Name,
@@ -62,32 +73,104 @@ func compileRoute(rc config.Route, holders Holders, dial func(string) (net.Conn,
 		timeout:  rc.Timeout,
 		addr:     dialAddr(u.Scheme, u.Host),
 		scheme:   u.Scheme,
-		dialer:   dial,
+		dialer:   opts.Dial,
 	}
 	if rt.prefix == "" {
 		rt.prefix = "/"
 	}
-	if u.Scheme == "https" {
-		rt.tls = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
+	if err := rt.compileTLS(u.Scheme, u.Hostname(), rc.UpstreamTLS, opts); err != nil {
+		return nil, fmt.Errorf("route %s: %w", rc.Name, err)
 	}
 	if err := rt.compileInject(rc.Inject, holders); err != nil {
 		return nil, fmt.Errorf("route %s: %w", rc.Name, err)
 	}
-	rt.client = &fasthttp.HostClient{
-		Addr:                          rt.addr,
-		Name:                          "",
-		NoDefaultUserAgentHeader:      true,
-		IsTLS:                         rt.tls != nil,
-		TLSConfig:                     rt.tls,
-		MaxConns:                      1024,
-		MaxIdleConnDuration:           30 * time.Second,
-		ReadBufferSize:                clientReadBuffer,
-		WriteBufferSize:               clientReadBuffer,
-		Transport:                     upstreamTransport{bufferMax: bufferedBodyMax},
-		DisableHeaderNamesNormalizing: false,
-		Dial:                          rt.dialIdle,
-	}
+	rt.client.Store(rt.newClient())
 	return rt, nil
+}
+
+// compileTLS sets the route's TLS configuration: verification always on,
+// the upstream's CA pinned when upstream_tls.ca is set, and the client
+// certificate presented through a callback, so a renewed certificate needs
+// no new configuration.
+func (rt *route) compileTLS(scheme, serverName string, ut *config.UpstreamTLS, opts Options) error {
+	if scheme != "https" {
+		return nil
+	}
+	rt.tls = &tls.Config{ServerName: serverName, MinVersion: tls.VersionTLS12}
+	if ut == nil {
+		return nil
+	}
+	if ut.ServerName != "" {
+		rt.tls.ServerName = ut.ServerName
+	}
+	if ut.CA != nil {
+		if opts.CAPool == nil {
+			return errors.New("upstream_tls.ca: no CA loader")
+		}
+		pool, err := opts.CAPool(*ut.CA)
+		if err != nil {
+			return fmt.Errorf("upstream_tls.ca: %w", err)
+		}
+		rt.tls.RootCAs = pool
+	}
+	if ut.ClientCert != "" {
+		if opts.ClientCert == nil || opts.ClientCert(ut.ClientCert) == nil {
+			return fmt.Errorf("upstream_tls.client_cert: no certificate %q", ut.ClientCert)
+		}
+		rt.cert = opts.ClientCert(ut.ClientCert)
+		rt.tls.GetClientCertificate = rt.cert.GetClientCertificate
+	}
+	return nil
+}
+
+// newClient builds the route's upstream client. Each client keeps its own
+// connection pool, so swapping in a new one retires connections made with
+// an older client certificate.
+func (rt *route) newClient() *fasthttp.HostClient {
+	return &fasthttp.HostClient{
+		Addr:                     rt.addr,
+		NoDefaultUserAgentHeader: true,
+		IsTLS:                    rt.tls != nil,
+		TLSConfig:                rt.tls,
+		MaxConns:                 1024,
+		MaxIdleConnDuration:      30 * time.Second,
+		ReadBufferSize:           clientReadBuffer,
+		WriteBufferSize:          clientReadBuffer,
+		Transport:                upstreamTransport{bufferMax: bufferedBodyMax},
+		Dial:                     rt.dialIdle,
+	}
+}
+
+// watchClientCert swaps in a new client each time the route's client
+// certificate changes, until stop is closed. New requests then handshake with
+// the new certificate; the old client's connections are closed once the
+// requests using them have finished, never mid-request.
+func (rt *route) watchClientCert(stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-rt.cert.Changed():
+		}
+		old := rt.client.Swap(rt.newClient())
+		go retireClient(old, stop)
+	}
+}
+
+// retireClient closes a replaced client's connections as they fall idle.
+func retireClient(c *fasthttp.HostClient, stop <-chan struct{}) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(10 * time.Minute)
+	for c.ConnsCount() > 0 && time.Now().Before(deadline) {
+		c.CloseIdleConnections()
+		select {
+		case <-tick.C:
+		case <-stop:
+			c.CloseIdleConnections()
+			return
+		}
+	}
 }
 
 func (rt *route) compileInject(in *config.Inject, holders Holders) error {

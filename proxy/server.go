@@ -2,9 +2,11 @@ package proxy
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,6 +26,7 @@ type Proxy struct {
 	srv      *fasthttp.Server
 	inflight atomic.Int64
 	rids     *requestIDs
+	stopOnce sync.Once
 }
 
 // Options are what the proxy reports to; each may be nil.
@@ -38,6 +41,14 @@ type Options struct {
 	// Dial, when set, opens upstream connections instead of TCP (tests and
 	// benchmarks use in-memory listeners).
 	Dial func(addr string) (net.Conn, error)
+	// ClientCert finds an outbound client certificate by name.
+	ClientCert func(name string) ClientCertificate
+	// CAPool loads a pinned upstream CA bundle (upstream_tls.ca).
+	CAPool func(config.Ref) (*x509.CertPool, error)
+	// Retired reports an inbound TLS connection made with a certificate that
+	// has since been renewed: its response then carries Connection: close,
+	// so the client reconnects between requests and gets the new one.
+	Retired func(net.Conn) bool
 }
 
 // table is one routing configuration, immutable once built.
@@ -45,6 +56,7 @@ type table struct {
 	router *router
 	routes []*route
 	none   *telemetry.RouteMetrics // requests that match no route
+	stop   chan struct{}           // closed when the table is replaced
 }
 
 // Server limits shared by the app-facing listener.
@@ -91,9 +103,9 @@ func New(cfg *config.Config, holders Holders, opts Options) (*Proxy, error) {
 // a request in flight finishes on the table it started with. On error the
 // current table keeps serving.
 func (p *Proxy) Reload(cfg *config.Config, holders Holders) error {
-	t := &table{}
+	t := &table{stop: make(chan struct{})}
 	for _, rc := range cfg.Routes {
-		rt, err := compileRoute(rc, holders, p.opts.Dial)
+		rt, err := compileRoute(rc, holders, p.opts)
 		if err != nil {
 			return err
 		}
@@ -107,7 +119,14 @@ func (p *Proxy) Reload(cfg *config.Config, holders Holders) error {
 	}
 	t.router = newRouter(t.routes)
 	p.auditOn.Store(cfg.Log.Requests && cfg.Log.Level != "warn" && cfg.Log.Level != "error")
-	p.table.Store(t)
+	for _, rt := range t.routes {
+		if rt.cert != nil {
+			go rt.watchClientCert(t.stop)
+		}
+	}
+	if old := p.table.Swap(t); old != nil {
+		close(old.stop)
+	}
 	return nil
 }
 
@@ -123,7 +142,11 @@ func (p *Proxy) Serve(ln net.Listener) error {
 // Shutdown stops accepting, lets in-flight requests finish until ctx ends,
 // and closes idle connections. It is safe to call more than once.
 func (p *Proxy) Shutdown(ctx context.Context) error {
-	return p.srv.ShutdownWithContext(ctx)
+	err := p.srv.ShutdownWithContext(ctx)
+	if t := p.table.Load(); t != nil {
+		p.stopOnce.Do(func() { close(t.stop) })
+	}
+	return err
 }
 
 // InFlight is the number of requests being handled now.

@@ -32,12 +32,18 @@ func NewRedactor() *Redactor {
 	return r
 }
 
-// Add registers secret values. Empty strings are ignored.
+// MinSecretLen is the shortest value the Redactor masks. Multi-field
+// secrets carry short non-secret parts ("ec", "rsa", "true"); masking those
+// would garble every log line while protecting nothing a credential is made
+// of.
+const MinSecretLen = 6
+
+// Add registers secret values. Values shorter than MinSecretLen are ignored.
 func (r *Redactor) Add(values ...string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, v := range values {
-		if v != "" {
+		if len(v) >= MinSecretLen {
 			r.counts[v]++
 		}
 	}

@@ -35,18 +35,26 @@ func TestRedactorScrubsEveryField(t *testing.T) {
 
 func TestRedactorRefCountAndOverlap(t *testing.T) {
 	r := NewRedactor()
-	r.Add("abc", "abcdef")
-	r.Add("abc")
-	if got := r.String("xx abcdef abc"); got != "xx "+Mask+" "+Mask {
+	r.Add("abcdef", "abcdefghij")
+	r.Add("abcdef")
+	if got := r.String("xx abcdefghij abcdef"); got != "xx "+Mask+" "+Mask {
 		t.Fatalf("got %q", got)
 	}
-	r.Remove("abc")
-	if got := r.String("abc"); got != Mask {
+	r.Remove("abcdef")
+	if got := r.String("abcdef"); got != Mask {
 		t.Fatalf("after one remove: %q", got)
 	}
-	r.Remove("abc", "abcdef")
-	if got := r.String("abc abcdef"); got != "abc abcdef" {
+	r.Remove("abcdef", "abcdefghij")
+	if got := r.String("abcdef abcdefghij"); got != "abcdef abcdefghij" {
 		t.Fatalf("after all removed: %q", got)
+	}
+}
+
+func TestRedactorIgnoresShortValues(t *testing.T) {
+	r := NewRedactor()
+	r.Add("ec", "rsa", "true")
+	if got := r.String("second rsa true"); got != "second rsa true" {
+		t.Fatalf("short values masked: %q", got)
 	}
 }
 

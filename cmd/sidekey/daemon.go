@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/sidekey/sidekey/certs"
 	"github.com/sidekey/sidekey/config"
 	"github.com/sidekey/sidekey/injector"
 	"github.com/sidekey/sidekey/proxy"
@@ -36,10 +38,18 @@ type daemon struct {
 	pln, aln net.Listener
 	onListen listening
 
-	holdersCtx context.Context // parent of every holder's Run
-	running    map[*injector.Holder]*holderRun
-	servers    sync.WaitGroup
-	retiring   sync.WaitGroup // removed credentials draining before revocation
+	vault       *injector.VaultClient // nil without a vault section
+	inbound     *certs.Inbound        // nil without tls
+	clientCerts map[string]*certs.ClientCert
+	tlsLn       net.Listener
+	challengeLn net.Listener
+	challenge   *http.Server
+
+	holdersCtx  context.Context // parent of every holder's, certificate's and Vault's Run
+	stopHolders context.CancelFunc
+	running     map[*injector.Holder]*holderRun
+	servers     sync.WaitGroup
+	retiring    sync.WaitGroup // removed credentials draining before revocation
 }
 
 // holderRun is one holder's Run, stoppable on its own.
@@ -57,15 +67,14 @@ func (l *liveSet) Holder(name string) *injector.Holder { return l.p.Load().Holde
 func (l *liveSet) Statuses() []injector.Status         { return l.p.Load().Statuses() }
 
 // start runs the holders and both servers.
-func (d *daemon) start(ctx context.Context) {
-	// Holders outlive ctx: they must keep serving while requests drain.
-	d.holdersCtx = context.WithoutCancel(ctx)
+func (d *daemon) start() {
 	d.running = map[*injector.Holder]*holderRun{}
 	for _, name := range d.set.Names() {
 		d.runHolder(d.set.Holder(name))
 	}
 	d.serveOn(d.px.Serve, d.pln, "proxy")
 	d.serveOn(d.admin.Serve, d.aln, "admin")
+	d.startCerts()
 }
 
 func (d *daemon) runHolder(h *injector.Holder) {
@@ -100,6 +109,7 @@ func (d *daemon) stop() {
 		d.log.WithError(err).Warn("drain incomplete")
 	}
 	_ = d.admin.Shutdown(ctx)
+	d.stopChallenge(ctx)
 	d.servers.Wait()
 	for _, r := range d.running {
 		r.cancel()
@@ -110,7 +120,13 @@ func (d *daemon) stop() {
 		if err := d.set.Revoke(ctx); err != nil {
 			d.log.WithError(err).Warn("revocation on exit incomplete")
 		}
+		if d.vault != nil {
+			if err := d.vault.Revoke(ctx); err != nil {
+				d.log.WithError(err).Warn("vault token revocation on exit failed")
+			}
+		}
 	}
+	d.stopHolders()
 	d.log.Info("stopped")
 	d.closeTelemetry()
 }

@@ -42,7 +42,7 @@ func (d *daemon) reload(ctx context.Context) {
 
 // apply switches to cfg, or changes nothing and returns why not.
 func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
-	token, err := adminToken(ctx, cfg, d.red)
+	token, err := d.adminToken(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -103,6 +103,12 @@ func reloadable(old, new *config.Config) error {
 	}
 	if old.Log.Format != new.Log.Format {
 		errs = append(errs, errors.New("log.format: a change needs a restart"))
+	}
+	if !reflect.DeepEqual(old.TLS, new.TLS) {
+		errs = append(errs, errors.New("tls: a change needs a restart"))
+	}
+	if !reflect.DeepEqual(old.Certificates, new.Certificates) {
+		errs = append(errs, errors.New("certificates: a change needs a restart"))
 	}
 	if old.Telemetry != new.Telemetry {
 		errs = append(errs, errors.New("telemetry: a change needs a restart"))

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/sidekey/sidekey/certs"
 	"github.com/sidekey/sidekey/config"
 	"github.com/sidekey/sidekey/injector"
 	"github.com/sidekey/sidekey/proxy"
@@ -53,10 +54,18 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer, onListen l
 		return err
 	}
 	if err := d.bind(cfg, onListen); err != nil {
+		d.stopHolders()
 		d.closeTelemetry()
 		return err
 	}
-	d.start(ctx)
+	if err := d.bindTLS(cfg); err != nil {
+		d.pln.Close()
+		d.aln.Close()
+		d.stopHolders()
+		d.closeTelemetry()
+		return err
+	}
+	d.start()
 	for {
 		select {
 		case <-ctx.Done():
@@ -81,7 +90,14 @@ func newDaemon(ctx context.Context, cfg *config.Config, stderr io.Writer) (*daem
 	if err := d.startTelemetry(ctx, cfg); err != nil {
 		return nil, err
 	}
-	token, err := adminToken(ctx, cfg, d.red)
+	// Holders, the Vault client and certificate managers outlive ctx: they
+	// must keep serving while requests drain; stop cancels them last.
+	d.holdersCtx, d.stopHolders = context.WithCancel(context.WithoutCancel(ctx))
+	if err := d.startVault(cfg); err != nil {
+		d.closeTelemetry()
+		return nil, err
+	}
+	token, err := d.adminToken(ctx, cfg)
 	if err != nil {
 		d.closeTelemetry()
 		return nil, err
@@ -91,14 +107,24 @@ func newDaemon(ctx context.Context, cfg *config.Config, stderr io.Writer) (*daem
 		return nil, err
 	}
 	d.creds.Store(d.set)
-	d.px, err = proxy.New(cfg, d.set, proxy.Options{Log: d.log, Audit: d.audit,
-		AuditText: cfg.Log.Format == "text", Metrics: d.metrics, Tracing: d.tracing})
-	if err != nil {
+	if err := d.buildCerts(cfg); err != nil {
+		d.closeTelemetry()
+		return nil, err
+	}
+	opts := proxy.Options{Log: d.log, Audit: d.audit, AuditText: cfg.Log.Format == "text",
+		Metrics: d.metrics, Tracing: d.tracing, ClientCert: d.clientCert, CAPool: certs.CAPool}
+	if d.inbound != nil {
+		opts.Retired = d.inbound.Retired
+	}
+	if d.px, err = proxy.New(cfg, d.set, opts); err != nil {
 		d.closeTelemetry()
 		return nil, err
 	}
 	d.admin = &proxy.Admin{Credentials: &d.creds, Required: d.px.Required, Scrub: d.red.Bytes,
-		Log: d.log, Metrics: d.metrics.Handler()}
+		Log: d.log, Metrics: d.metrics.Handler(),
+		Certificates:        func() any { return d.certificateInfos() },
+		CertificateProblems: d.certificateProblems}
+	d.metrics.ObserveCertificates(d.certificateStates)
 	d.admin.SetToken(token)
 	return d, nil
 }
@@ -184,39 +210,46 @@ func (d *daemon) announce(name string, ln net.Listener) {
 	}
 }
 
+// startVault builds the Vault client when cfg has a vault section and
+// starts its login and token renewal.
+func (d *daemon) startVault(cfg *config.Config) error {
+	if cfg.Vault == nil {
+		return nil
+	}
+	vc, err := injector.NewVaultClient(cfg.Vault, injector.VaultOptions{Log: d.log, Secrets: d.red})
+	if err != nil {
+		return fmt.Errorf("vault: %w", err)
+	}
+	d.vault = vc
+	go func() {
+		if err := vc.Run(d.holdersCtx); err != nil && !errors.Is(err, context.Canceled) {
+			d.log.WithError(err).Error("vault client stopped")
+		}
+	}()
+	return nil
+}
+
 // adminToken resolves the admin token reference, if any, and registers it
 // with the redactor.
-func adminToken(ctx context.Context, cfg *config.Config, red *telemetry.Redactor) (string, error) {
+func (d *daemon) adminToken(ctx context.Context, cfg *config.Config) (string, error) {
 	if cfg.Admin.Token == nil {
 		return "", nil
 	}
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	tok, err := injector.Resolve(rctx, *cfg.Admin.Token)
+	tok, err := injector.Sources{Vault: d.vault}.Resolve(rctx, *cfg.Admin.Token)
 	if err != nil {
 		return "", fmt.Errorf("admin.token: %w", err)
 	}
-	red.Add(tok)
+	d.red.Add(tok)
 	return tok, nil
 }
 
 // supported refuses the parts of the configuration this build cannot serve
 // yet, rather than starting without them.
 func supported(cfg *config.Config) error {
-	var errs []error
-	if cfg.TLS != nil {
-		errs = append(errs, errors.New("tls: inbound TLS is not available in this build"))
-	}
 	if cfg.ForwardProxy != nil {
-		errs = append(errs, errors.New("forward_proxy: not available in this build"))
+		return errors.New("forward_proxy: not available in this build")
 	}
-	if len(cfg.Certificates) > 0 {
-		errs = append(errs, errors.New("certificates: not available in this build"))
-	}
-	for _, rt := range cfg.Routes {
-		if rt.UpstreamTLS != nil {
-			errs = append(errs, fmt.Errorf("route %s: upstream_tls is not available in this build", rt.Name))
-		}
-	}
-	return errors.Join(errs...)
+	return nil
 }
