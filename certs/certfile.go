@@ -53,7 +53,7 @@ func (c *ClientCert) watch(ctx context.Context, path string, changed func()) {
 		if ctx.Err() != nil {
 			return
 		}
-		delay := retryDelay(failures, c.lo, c.hi, c.random())
+		delay := injector.Backoff(failures, c.lo, c.hi, c.random())
 		c.log.WithField("error", fmt.Sprint(err)).WithField("retry_in", delay.String()).Warn("cannot watch client certificate file")
 		if !c.sleep(ctx, delay) {
 			return

@@ -224,14 +224,14 @@ func (c *ClientCert) runVault(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			delay := retryDelay(failures, c.lo, c.hi, c.random())
+			delay := injector.Backoff(failures, c.lo, c.hi, c.random())
 			failures++
 			c.fail(err, delay)
 			var notAfter time.Time
 			if v := c.cur.Load(); v != nil {
 				notAfter = v.cert.Leaf.NotAfter
 			}
-			at = retryAt(now, delay, notAfter)
+			at = injector.RetryAt(now, delay, notAfter)
 		}
 		if !c.sleep(ctx, at.Sub(now)) {
 			return nil
@@ -241,14 +241,7 @@ func (c *ClientCert) runVault(ctx context.Context) error {
 
 // sleep waits d on the clock; false when ctx ended first.
 func (c *ClientCert) sleep(ctx context.Context, d time.Duration) bool {
-	t := c.clk.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C():
-		return true
-	}
+	return injector.Sleep(ctx, c.clk, d)
 }
 
 // fail records a failed load and logs it.

@@ -15,11 +15,6 @@ const (
 	// minRenewDelay keeps a certificate issued already inside its renewal
 	// window from being renewed in a tight loop.
 	minRenewDelay = time.Second
-	// defaultRetryMin and defaultRetryMax bound the backoff after failures.
-	defaultRetryMin = time.Second
-	defaultRetryMax = time.Minute
-	// retryJitter is the largest share of a backoff delay taken off it.
-	retryJitter = 0.25
 )
 
 // renewAt returns when a certificate valid from notBefore to notAfter,
@@ -31,36 +26,6 @@ func renewAt(now, notBefore, notAfter time.Time, jitter float64) time.Time {
 	at := notBefore.Add(time.Duration(renewFraction*float64(life)) - time.Duration(jitter*renewJitter*float64(life)))
 	if floor := now.Add(minRenewDelay); at.Before(floor) {
 		return floor
-	}
-	return at
-}
-
-// retryDelay is the backoff after `failures` consecutive failures before
-// this one: lo doubled per failure up to hi, shortened by up to retryJitter
-// (jitter picks how much). Zero lo or hi take the defaults.
-func retryDelay(failures int, lo, hi time.Duration, jitter float64) time.Duration {
-	if lo <= 0 {
-		lo = defaultRetryMin
-	}
-	if hi <= 0 {
-		hi = defaultRetryMax
-	}
-	hi = max(hi, lo)
-	d := lo
-	for i := 0; i < failures && d < hi; i++ {
-		d *= 2
-	}
-	d = min(d, hi)
-	return time.Duration(float64(d) * (1 - retryJitter*jitter))
-}
-
-// retryAt returns when to retry after a failure: after delay, but no later
-// than the current certificate's expiry (zero: none) while that is ahead,
-// so a certificate does not lapse without a last attempt.
-func retryAt(now time.Time, delay time.Duration, notAfter time.Time) time.Time {
-	at := now.Add(delay)
-	if !notAfter.IsZero() && notAfter.After(now) && notAfter.Before(at) {
-		return notAfter
 	}
 	return at
 }

@@ -24,38 +24,6 @@ func TestRenewAt(t *testing.T) {
 	}
 }
 
-func TestRetryDelay(t *testing.T) {
-	for _, tc := range []struct {
-		failures int
-		lo, hi   time.Duration
-		jitter   float64
-		want     time.Duration
-	}{
-		{0, 0, 0, 0, time.Second},
-		{1, 0, 0, 0, 2 * time.Second},
-		{10, 0, 0, 0, time.Minute},
-		{0, 0, 0, 1, 750 * time.Millisecond},
-		{3, 100 * time.Millisecond, time.Second, 0, 800 * time.Millisecond},
-		{2, time.Second, 10 * time.Millisecond, 0, time.Second}, // hi below lo
-	} {
-		if got := retryDelay(tc.failures, tc.lo, tc.hi, tc.jitter); got != tc.want {
-			t.Errorf("retryDelay(%d, %v, %v, %v) = %v, want %v", tc.failures, tc.lo, tc.hi, tc.jitter, got, tc.want)
-		}
-	}
-}
-
-func TestRetryAt(t *testing.T) {
-	if got := retryAt(epoch, time.Minute, epoch.Add(time.Second)); !got.Equal(epoch.Add(time.Second)) {
-		t.Errorf("retry past the expiry: %v", got)
-	}
-	if got := retryAt(epoch, time.Minute, epoch.Add(-time.Second)); !got.Equal(epoch.Add(time.Minute)) {
-		t.Errorf("retry after the expiry passed: %v", got)
-	}
-	if got := retryAt(epoch, time.Minute, time.Time{}); !got.Equal(epoch.Add(time.Minute)) {
-		t.Errorf("retry without a certificate: %v", got)
-	}
-}
-
 func TestFormatSerial(t *testing.T) {
 	for _, tc := range []struct {
 		n    *big.Int

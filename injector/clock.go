@@ -1,6 +1,9 @@
 package injector
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // Clock is the holder's source of time. Holders read it for scheduling,
 // status and the expiry check in Acquire; tests inject a fake so that no
@@ -31,3 +34,15 @@ type systemTimer struct{ t *time.Timer }
 
 func (t systemTimer) C() <-chan time.Time { return t.t.C }
 func (t systemTimer) Stop() bool          { return t.t.Stop() }
+
+// Sleep waits d on clk; false when ctx ended first.
+func Sleep(ctx context.Context, clk Clock, d time.Duration) bool {
+	t := clk.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C():
+		return true
+	}
+}

@@ -384,7 +384,7 @@ func (h *Holder) watch(ctx context.Context, w Watcher) {
 		if ctx.Err() != nil {
 			return
 		}
-		d := retryDelay(failures, h.RetryMin, h.RetryMax, h.random())
+		d := Backoff(failures, h.RetryMin, h.RetryMax, h.random())
 		e := h.log.WithFields(logrus.Fields{fieldCredential: h.Name, fieldRetryIn: d.String()})
 		if err != nil {
 			e = e.WithError(err)
@@ -398,16 +398,7 @@ func (h *Holder) watch(ctx context.Context, w Watcher) {
 }
 
 // sleep waits d on the holder's clock; false when ctx ended first.
-func (h *Holder) sleep(ctx context.Context, d time.Duration) bool {
-	t := h.clk.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C():
-		return true
-	}
-}
+func (h *Holder) sleep(ctx context.Context, d time.Duration) bool { return Sleep(ctx, h.clk, d) }
 
 // Refresh fetches a new value now, whatever the schedule. Concurrent
 // callers share one fetch and all get its error; a fetch already running
@@ -523,12 +514,12 @@ func (h *Holder) failed(ctx context.Context, now time.Time, err error) {
 		h.mu.Unlock()
 		return
 	}
-	d := retryDelay(h.failures, h.RetryMin, h.RetryMax, h.random())
+	d := Backoff(h.failures, h.RetryMin, h.RetryMax, h.random())
 	var expiresAt time.Time
 	if v := h.cur.Load(); v != nil {
 		expiresAt = v.secret.ExpiresAt
 	}
-	h.next = retryAt(now, d, expiresAt)
+	h.next = RetryAt(now, d, expiresAt)
 	h.failures++
 	h.lastErr = err.Error()
 	retryIn := h.next.Sub(now)

@@ -72,12 +72,12 @@ func refreshAt(now, issuedAt, expiresAt time.Time, before config.RefreshBefore, 
 	return at
 }
 
-// retryDelay is the backoff after the given number of consecutive failures
+// Backoff is the delay after the given number of consecutive failures
 // before this one (0 for the first failure): lo doubled per failure,
 // capped at hi, then shortened by up to retryJitter (jitter in [0, 1)
 // picks how much) so that replicas spread out. Zero lo or hi take the
 // defaults.
-func retryDelay(failures int, lo, hi time.Duration, jitter float64) time.Duration {
+func Backoff(failures int, lo, hi time.Duration, jitter float64) time.Duration {
 	if lo <= 0 {
 		lo = defaultRetryMin
 	}
@@ -93,10 +93,10 @@ func retryDelay(failures int, lo, hi time.Duration, jitter float64) time.Duratio
 	return time.Duration(float64(d) * (1 - retryJitter*jitter))
 }
 
-// retryAt returns when to retry a failed fetch: after delay, but never
+// RetryAt returns when to retry after a failure: after delay, but never
 // later than the current value's expiry (zero: none) while that is still
 // ahead, so a value is not let lapse without a last attempt.
-func retryAt(now time.Time, delay time.Duration, expiresAt time.Time) time.Time {
+func RetryAt(now time.Time, delay time.Duration, expiresAt time.Time) time.Time {
 	at := now.Add(delay)
 	if !expiresAt.IsZero() && expiresAt.After(now) && expiresAt.Before(at) {
 		return expiresAt

@@ -83,8 +83,8 @@ func TestRetryDelay(t *testing.T) {
 		{0, 30 * s, 30 * s, 0, 30 * s},
 	}
 	for _, tt := range tests {
-		if got := retryDelay(tt.failures, tt.lo, tt.hi, tt.jitter); got != tt.want {
-			t.Errorf("retryDelay(%d, %v, %v, %v) = %v, want %v", tt.failures, tt.lo, tt.hi, tt.jitter, got, tt.want)
+		if got := Backoff(tt.failures, tt.lo, tt.hi, tt.jitter); got != tt.want {
+			t.Errorf("Backoff(%d, %v, %v, %v) = %v, want %v", tt.failures, tt.lo, tt.hi, tt.jitter, got, tt.want)
 		}
 	}
 }
@@ -92,7 +92,7 @@ func TestRetryDelay(t *testing.T) {
 func TestRetryDelayGrowsToCap(t *testing.T) {
 	var prev time.Duration
 	for f := 0; f < 20; f++ {
-		d := retryDelay(f, time.Second, time.Minute, 0)
+		d := Backoff(f, time.Second, time.Minute, 0)
 		if d < prev || d > time.Minute {
 			t.Fatalf("failure %d: delay %v after %v", f, d, prev)
 		}
@@ -119,7 +119,7 @@ func TestRetryAt(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := retryAt(now, tt.delay, tt.expires); !got.Equal(tt.want) {
+			if got := RetryAt(now, tt.delay, tt.expires); !got.Equal(tt.want) {
 				t.Errorf("retryAt = %v, want %v", got.Sub(now), tt.want.Sub(now))
 			}
 		})

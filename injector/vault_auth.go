@@ -314,11 +314,11 @@ func (c *VaultClient) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		delay := retryDelay(failures, c.lo, c.hi, c.random())
+		delay := Backoff(failures, c.lo, c.hi, c.random())
 		failures++
 		next = authAction{
 			login: doLogin || isClientError(err) || tokenExpired(s, now),
-			at:    retryAt(now, delay, s.expiresAt()),
+			at:    RetryAt(now, delay, s.expiresAt()),
 		}
 		c.failed(err, doLogin, next.at.Sub(now))
 	}
