@@ -240,3 +240,28 @@ func rawRequest(t *testing.T, addr, raw string) (int, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+// An absolute-form request for a route's own host is served like an
+// origin-form one: routed by that host, forwarded in origin form.
+func TestAbsoluteFormForRouteHost(t *testing.T) {
+	up, u := newUpstream(t)
+	e := &env{}
+	e.set("TOKEN", "tok")
+	rc := testRoute("host", "/", u, &config.Inject{Credential: "cred", As: "bearer"})
+	rc.Host, rc.StripPrefix = "api.github.local", false
+	base := startProxy(t, e, rc)
+	req, _ := http.NewRequest("GET", base+"/warmup", nil)
+	req.Host = "api.github.local"
+	get(t, req, 200).Body.Close()
+	status, _ := rawRequest(t, strings.TrimPrefix(base, "http://"),
+		"GET http://api.github.local/repos?x=1 HTTP/1.1\r\nHost: api.github.local\r\nConnection: close\r\n\r\n")
+	if status != 200 {
+		t.Fatalf("status %d", status)
+	}
+	if got := *up.uri.Load(); got != "/repos?x=1" {
+		t.Fatalf("upstream request URI %q, want origin form", got)
+	}
+	if got := up.header.Load().Get("Authorization"); got != "Bearer tok" {
+		t.Fatalf("Authorization %q", got)
+	}
+}
