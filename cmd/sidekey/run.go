@@ -153,7 +153,8 @@ func (d *daemon) startTelemetry(ctx context.Context, cfg *config.Config) error {
 }
 
 func (d *daemon) setOptions() injector.SetOptions {
-	return injector.SetOptions{Log: d.log, Secrets: d.red, OnRotate: d.rotated}
+	return injector.SetOptions{Log: d.log, Secrets: d.red, OnRotate: d.rotated,
+		NewSource: injector.Sources{Vault: d.vault}.New}
 }
 
 // rotated is every holder's OnRotate: a metric and a rotation span.
