@@ -7,7 +7,7 @@ COMMIT   ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 FUZZTIME ?= 10s
 
-.PHONY: build run test unit e2e fuzz lint bench bench-smoke clean
+.PHONY: build run test unit e2e fuzz lint bench bench-go bench-smoke clean
 
 # The same static build as the Dockerfile.
 build:
@@ -37,8 +37,16 @@ lint:
 	$(GO) vet ./...
 	cd e2e && $(GO) vet ./...
 
-# Go benchmarks of the hot path; CI runs each once so they keep working.
+# sidekey beside nginx, HAProxy, Caddy, a bare fasthttp proxy and net/http,
+# on one upstream, in one run; writes bench/RESULTS.md. Installs the peers
+# and wrk from Debian packages when missing. BENCHFLAGS selects a subset,
+# e.g. BENCHFLAGS="-duration 3s -repeats 1 -conns 32".
 bench:
+	bash bench/run.sh $(BENCHFLAGS)
+
+# Go benchmarks of the hot path (ns/op, allocs/op); CI runs each once so
+# they keep working, and nothing in `make test` depends on the machine's speed.
+bench-go:
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
 
 bench-smoke:

@@ -1,0 +1,577 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// bench is a prepared harness: binaries built, peers found, layouts set.
+type bench struct {
+	o       options
+	log     io.Writer
+	work    string // work directory: bin/, the Lua script, one dir per run
+	bins    map[string]string
+	peers   []peer
+	skipped map[string]string // peer -> why it does not run
+	layouts []*layout
+	env     environment
+	token   string
+	script  string
+	hz      uint64
+}
+
+// setup pins the harness to the load core, builds what it needs, finds
+// the peers and the quota method.
+func setup(ctx context.Context, o options, log io.Writer) (*bench, error) {
+	if err := pinSelf(o.loadCPU); err != nil {
+		return nil, err
+	}
+	for _, tool := range []string{"taskset", "wrk"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, fmt.Errorf("%s is required: %w", tool, err)
+		}
+	}
+	b := &bench{o: o, log: log, bins: map[string]string{}, skipped: map[string]string{}, hz: clockTicks()}
+	var err error
+	if b.work, err = workDir(o.workdir); err != nil {
+		return nil, err
+	}
+	if err := b.build(ctx); err != nil {
+		b.close()
+		return nil, err
+	}
+	b.findPeers()
+	if err := b.makeLayouts(ctx); err != nil {
+		b.close()
+		return nil, err
+	}
+	b.token = randomToken()
+	b.script = filepath.Join(b.work, "request.lua")
+	if err := os.WriteFile(b.script, []byte(wrkScript(o.body)), 0o644); err != nil {
+		b.close()
+		return nil, err
+	}
+	b.env = describeEnvironment(ctx, b)
+	return b, nil
+}
+
+// pinSelf moves every thread of the harness to cpu; the processes it
+// starts inherit that unless pinned elsewhere.
+func pinSelf(cpu int) error {
+	out, err := exec.Command("taskset", "-a", "-c", "-p", strconv.Itoa(cpu), strconv.Itoa(os.Getpid())).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("pinning to core %d: %v: %s", cpu, err, firstLine(string(out)))
+	}
+	return nil
+}
+
+func workDir(dir string) (string, error) {
+	if dir == "" {
+		return os.MkdirTemp("", "peerbench-")
+	}
+	return dir, os.MkdirAll(dir, 0o755)
+}
+
+func randomToken() string {
+	var raw [16]byte
+	_, _ = rand.Read(raw[:])
+	return "bench-" + hex.EncodeToString(raw[:])
+}
+
+// build compiles the upstream, the helper proxies and (unless given)
+// sidekey, the same static way as the release build.
+func (b *bench) build(ctx context.Context) error {
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return err
+	}
+	bin := filepath.Join(b.work, "bin")
+	pkgs := map[string]string{"upstream": "./bench/cmd/upstream", "fastproxy": "./bench/cmd/fastproxy", "stdproxy": "./bench/cmd/stdproxy"}
+	if b.o.sidekey == "" {
+		pkgs["sidekey"] = "./cmd/sidekey"
+	} else {
+		abs, err := filepath.Abs(b.o.sidekey)
+		if err != nil {
+			return err
+		}
+		b.bins["sidekey"] = abs
+	}
+	for name, pkg := range pkgs {
+		out := filepath.Join(bin, name)
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, pkg)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("building %s: %v\n%s", pkg, err, msg)
+		}
+		b.bins[name] = out
+	}
+	fmt.Fprintf(b.log, "peerbench: built %s\n", strings.Join(sortedKeys(b.bins), ", "))
+	return nil
+}
+
+// moduleRoot is the directory of the sidekey module's go.mod.
+func moduleRoot(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", fmt.Errorf("run peerbench from inside the sidekey module")
+	}
+	return filepath.Dir(mod), nil
+}
+
+// findPeers keeps the selected peers whose tools are installed.
+func (b *bench) findPeers() {
+	for _, p := range peers() {
+		if !contains(b.o.peers, p.name) {
+			continue
+		}
+		if p.tool != "" {
+			path, err := lookTool(p.tool)
+			if err != nil {
+				b.skipped[p.name] = p.tool + " is not installed"
+				fmt.Fprintf(b.log, "peerbench: skipping %s: %s is not installed\n", p.name, p.tool)
+				continue
+			}
+			b.bins[p.tool] = path
+		}
+		b.peers = append(b.peers, p)
+	}
+}
+
+// lookTool finds an executable on PATH or in the sbin directories, where
+// Debian puts nginx and haproxy.
+func lookTool(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} {
+		p := filepath.Join(dir, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", exec.ErrNotFound
+}
+
+func (b *bench) makeLayouts(ctx context.Context) error {
+	for _, name := range b.o.layouts {
+		l := &layout{name: name, cpu: b.o.proxyCPU}
+		if name == layoutCapped {
+			q, err := newQuota(ctx, b.o.quotaMethod, b.o.quota, b.o.proxyCPU)
+			if err != nil {
+				return fmt.Errorf("no way to cap the proxy's CPU: %w", err)
+			}
+			l.quota = q
+			fmt.Fprintf(b.log, "peerbench: CPU quota: %s\n", q.describe())
+		}
+		b.layouts = append(b.layouts, l)
+	}
+	return nil
+}
+
+func (b *bench) close() {
+	for _, l := range b.layouts {
+		if l.quota != nil {
+			l.quota.close()
+		}
+	}
+	if b.o.workdir == "" && !b.o.keep && b.work != "" {
+		_ = os.RemoveAll(b.work)
+	}
+}
+
+// runAll runs every repeat × layout × connection count × peer. Peers
+// run in an order rotated by one place each repeat.
+func (b *bench) runAll(ctx context.Context) []result {
+	var results []result
+	total := b.o.repeats * len(b.layouts) * len(b.o.conns) * len(b.peers)
+	n := 0
+	for rep := 0; rep < b.o.repeats; rep++ {
+		for _, l := range b.layouts {
+			for _, conns := range b.o.conns {
+				for _, p := range rotate(b.peers, rep) {
+					if ctx.Err() != nil {
+						return results
+					}
+					n++
+					r := b.runQuiet(ctx, p, l, conns, rep, fmt.Sprintf("[%d/%d]", n, total))
+					results = append(results, r)
+					fmt.Fprintf(b.log, "[%d/%d] %s\n", n, total, r.summary())
+				}
+			}
+		}
+	}
+	return results
+}
+
+// runQuiet makes a run when the proxy's core is quiet, and makes it again
+// (up to -retries times) when other processes took more than -max-other
+// percent of that core during it. The last attempt stands, marked when it
+// was disturbed too.
+func (b *bench) runQuiet(ctx context.Context, p peer, l *layout, conns, rep int, tag string) result {
+	for attempt := 0; ; attempt++ {
+		b.waitQuiet(ctx, l.cpu)
+		r := b.runOne(ctx, p, l, conns, rep)
+		r.Attempts = attempt + 1
+		if b.o.maxOther <= 0 || r.Err != nil || r.OtherPct <= b.o.maxOther || attempt >= b.o.retries || ctx.Err() != nil {
+			r.Disturbed = b.o.maxOther > 0 && r.Err == nil && r.OtherPct > b.o.maxOther
+			return r
+		}
+		fmt.Fprintf(b.log, "%s %s  (other processes took %.0f%% of core %d: again)\n", tag, r.summary(), r.OtherPct, l.cpu)
+	}
+}
+
+// waitQuiet waits, up to a minute, for a second in which other processes
+// use at most -max-other percent of core cpu.
+func (b *bench) waitQuiet(ctx context.Context, cpu int) {
+	if b.o.maxOther <= 0 {
+		return
+	}
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		before, err := coreTimes(cpu)
+		if err != nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		after, err := coreTimes(cpu)
+		if err != nil || pct(after.busy-before.busy, after.total-before.total) <= b.o.maxOther {
+			return
+		}
+	}
+}
+
+func rotate[T any](s []T, by int) []T {
+	if len(s) == 0 {
+		return s
+	}
+	by %= len(s)
+	return append(append([]T{}, s[by:]...), s[:by]...)
+}
+
+// runOne starts a fresh upstream and proxy, warms up, measures, checks
+// and stops both.
+func (b *bench) runOne(ctx context.Context, p peer, l *layout, conns, rep int) result {
+	r := result{Peer: p.name, Layout: l.name, Conns: conns, Repeat: rep}
+	dir, err := os.MkdirTemp(b.work, fmt.Sprintf("%s-%s-%d-", p.name, l.name, conns))
+	if err != nil {
+		r.Err = err
+		return r
+	}
+	if !b.o.keep {
+		defer os.RemoveAll(dir)
+	}
+	if err := b.measure(ctx, p, l, conns, dir, &r); err != nil {
+		r.Err = err
+	}
+	return r
+}
+
+func (b *bench) measure(ctx context.Context, p peer, l *layout, conns int, dir string, r *result) error {
+	s, err := b.site(p, dir)
+	if err != nil {
+		return err
+	}
+	up, err := b.startUpstream(ctx, p, s)
+	if err != nil {
+		return err
+	}
+	defer up.stop(5 * time.Second)
+	argv, env, err := p.setup(s)
+	if err != nil {
+		return err
+	}
+	if err := l.quotaBegin(); err != nil {
+		return err
+	}
+	defer l.quotaEnd()
+	px, err := startChild(p.name, dir, l.wrap(argv), env)
+	if err != nil {
+		return err
+	}
+	defer px.stop(10 * time.Second)
+	url := "http://" + s.listen + requestPath
+	if err := waitFor(ctx, px, func() bool { return b.probe(url) }); err != nil {
+		return fmt.Errorf("%s did not get ready: %w", p.name, err)
+	}
+	if b.o.warmup > 0 {
+		if _, err := wrkRun(ctx, b.o.loadCPU, conns, b.o.warmup, b.script, url); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	before, err := b.snapshot(px, s, l)
+	if err != nil {
+		return err
+	}
+	w, err := wrkRun(ctx, b.o.loadCPU, conns, b.o.duration, b.script, url)
+	if err != nil {
+		return err
+	}
+	after, err := b.snapshot(px, s, l)
+	if err != nil {
+		return err
+	}
+	px.stop(10 * time.Second)
+	b.fill(r, w, before, after)
+	if p.name == peerSidekey || p.name == peerSidekeyRotate {
+		total, _ := upstreamStats(s.upstream)
+		r.AuditExpected = total.OK + total.Unauthorized + total.BadBody
+		r.AuditLines = countAuditLines(px.errLog)
+	}
+	r.check(w, after.up.sub(before.up), conns)
+	return nil
+}
+
+// site allocates the run's ports and files.
+func (b *bench) site(p peer, dir string) (*site, error) {
+	ports, err := freePorts(3)
+	if err != nil {
+		return nil, err
+	}
+	// The credential file gets a directory of its own: sidekey watches the
+	// file's directory, and the proxy's log beside it would wake the watch
+	// on every line.
+	credDir := filepath.Join(dir, "credential")
+	if err := os.Mkdir(credDir, 0o700); err != nil {
+		return nil, err
+	}
+	s := &site{dir: dir, listen: ports[0], admin: ports[1], upstream: ports[2], token: b.token,
+		tokenFile: filepath.Join(credDir, "token")}
+	if p.tool != "" {
+		s.bin = b.bins[p.tool]
+	} else {
+		s.bin = b.bins[helperBinary(p.name)]
+	}
+	if !p.rotate {
+		if err := os.WriteFile(s.tokenFile, []byte(b.token+"\n"), 0o600); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// startUpstream runs the upstream on the load core and waits for it.
+func (b *bench) startUpstream(ctx context.Context, p peer, s *site) (*child, error) {
+	argv := []string{"taskset", "-c", strconv.Itoa(b.o.loadCPU), b.bins["upstream"], "-listen", s.upstream}
+	if b.o.body > 0 {
+		argv = append(argv, "-request-body", strconv.Itoa(b.o.body))
+	}
+	if p.rotate {
+		argv = append(argv, "-rotate-file", s.tokenFile, "-rotate-every", b.o.rotateEvery.String())
+	} else {
+		argv = append(argv, "-token", s.token)
+	}
+	up, err := startChild("upstream", s.dir, argv, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitFor(ctx, up, func() bool { _, err := upstreamStats(s.upstream); return err == nil }); err != nil {
+		up.stop(time.Second)
+		return nil, fmt.Errorf("upstream did not get ready: %w", err)
+	}
+	return up, nil
+}
+
+// probe sends the benchmark's request once, on a fresh connection, and
+// reports whether the upstream accepted it.
+func (b *bench) probe(url string) bool {
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	method := http.MethodGet
+	var body io.Reader
+	if b.o.body > 0 {
+		method, body = http.MethodPost, strings.NewReader(strings.Repeat("x", b.o.body))
+	}
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		return false
+	}
+	req.Header.Set("Authorization", appAuthorization)
+	resp, err := c.Do(req)
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// waitFor polls ready for up to 20 seconds, giving up early if c exits.
+func waitFor(ctx context.Context, c *child, ready func() bool) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if ready() {
+			return nil
+		}
+		if c.exited() {
+			return c.failure()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready after 20s")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// freePorts finds n loopback ports nobody listens on.
+func freePorts(n int) ([]string, error) {
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	var out []string
+	for i := 0; i < n; i++ {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, ln)
+		out = append(out, ln.Addr().String())
+	}
+	return out, nil
+}
+
+// snapshot is the state read just before and just after a measured run.
+type snapshot struct {
+	at        time.Time
+	proc      usage
+	up        upStats
+	rotations uint64
+	throttled uint64
+	proxyCore cpuTimes
+	loadCore  cpuTimes
+}
+
+func (b *bench) snapshot(px *child, s *site, l *layout) (snapshot, error) {
+	var sn snapshot
+	var err error
+	sn.at = time.Now()
+	if sn.proc, err = treeUsage(px.pid()); err != nil {
+		return sn, err
+	}
+	if sn.proxyCore, err = coreTimes(l.cpu); err != nil {
+		return sn, err
+	}
+	if sn.loadCore, err = coreTimes(b.o.loadCPU); err != nil {
+		return sn, err
+	}
+	if sn.up, err = upstreamStats(s.upstream); err != nil {
+		return sn, err
+	}
+	if l.quota != nil {
+		sn.throttled, _ = l.quota.throttled()
+	}
+	if px.name == peerSidekey || px.name == peerSidekeyRotate {
+		sn.rotations = sidekeyRotations(s.admin)
+	}
+	return sn, nil
+}
+
+func (l *layout) quotaBegin() error {
+	if l.quota == nil {
+		return nil
+	}
+	return l.quota.begin()
+}
+
+func (l *layout) quotaEnd() {
+	if l.quota != nil {
+		l.quota.end()
+	}
+}
+
+// upStats mirrors the upstream's GET /_stats.
+type upStats struct {
+	OK           uint64 `json:"ok"`
+	Unauthorized uint64 `json:"unauthorized"`
+	BadBody      uint64 `json:"bad_body"`
+	Issued       uint64 `json:"issued"`
+	IssueErrors  uint64 `json:"issue_errors"`
+}
+
+func (a upStats) sub(b upStats) upStats {
+	return upStats{OK: a.OK - b.OK, Unauthorized: a.Unauthorized - b.Unauthorized, BadBody: a.BadBody - b.BadBody,
+		Issued: a.Issued - b.Issued, IssueErrors: a.IssueErrors - b.IssueErrors}
+}
+
+func upstreamStats(addr string) (upStats, error) {
+	var st upStats
+	err := getJSON("http://"+addr+"/_stats", &st)
+	return st, err
+}
+
+// sidekeyRotations is the rotation count sidekey's admin API reports for
+// its credential; 0 when it cannot be read.
+func sidekeyRotations(admin string) uint64 {
+	var list []struct {
+		Rotations uint64 `json:"rotations"`
+	}
+	if err := getJSON("http://"+admin+"/v1/credentials", &list); err != nil || len(list) == 0 {
+		return 0
+	}
+	return list[0].Rotations
+}
+
+func getJSON(url string, v any) error {
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// countAuditLines counts sidekey's per-request log lines.
+func countAuditLines(path string) uint64 {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	var n uint64
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if bytes.Contains(sc.Bytes(), []byte(`"msg":"request"`)) {
+			n++
+		}
+	}
+	return n
+}
+
+func sortedKeys(m map[string]string) []string {
+	return slices.Sorted(maps.Keys(m))
+}

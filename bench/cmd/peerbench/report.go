@@ -1,0 +1,462 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// report turns the runs into markdown.
+type report struct {
+	env     environment
+	o       options
+	layouts []*layout
+	peers   []peer
+	skipped map[string]string
+	results []result
+}
+
+func buildReport(env environment, o options, layouts []*layout, ps []peer, skipped map[string]string, results []result) *report {
+	return &report{env: env, o: o, layouts: layouts, peers: ps, skipped: skipped, results: results}
+}
+
+func (r *report) failures() int {
+	n := 0
+	for i := range r.results {
+		if r.results[i].failed() {
+			n++
+		}
+	}
+	return n
+}
+
+// cell is every run of one peer in one layout at one connection count.
+type cell []result
+
+func (r *report) cell(layout string, conns int, peer string) cell {
+	var c cell
+	for _, res := range r.results {
+		if res.Layout == layout && res.Conns == conns && res.Peer == peer {
+			c = append(c, res)
+		}
+	}
+	return c
+}
+
+// measured are the runs that produced numbers (FAILED checks included:
+// their numbers are shown, and marked).
+func (c cell) measured() []result {
+	var out []result
+	for _, r := range c {
+		if r.Err == nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (c cell) failed() int {
+	n := 0
+	for i := range c {
+		if c[i].failed() {
+			n++
+		}
+	}
+	return n
+}
+
+// stat is a median with its range.
+type stat struct {
+	med, min, max float64
+	n             int
+}
+
+func (c cell) stat(f func(*result) float64) stat {
+	var xs []float64
+	for _, r := range c.measured() {
+		xs = append(xs, f(&r))
+	}
+	if len(xs) == 0 {
+		return stat{med: math.NaN(), min: math.NaN(), max: math.NaN()}
+	}
+	slices.Sort(xs)
+	return stat{med: median(xs), min: xs[0], max: xs[len(xs)-1], n: len(xs)}
+}
+
+// median of sorted xs; the mean of the middle two for an even count.
+func median(xs []float64) float64 {
+	n := len(xs)
+	if n == 0 {
+		return math.NaN()
+	}
+	if n%2 == 1 {
+		return xs[n/2]
+	}
+	return (xs[n/2-1] + xs[n/2]) / 2
+}
+
+func rate(r *result) float64  { return r.ReqPerSec }
+func p50(r *result) float64   { return float64(r.P50US) }
+func p99(r *result) float64   { return float64(r.P99US) }
+func cpuUS(r *result) float64 { return r.CPUPerReqUS }
+func cpuPc(r *result) float64 { return r.CPUPercent }
+func rss(r *result) float64   { return r.PeakRSSMiB }
+func other(r *result) float64 { return r.OtherPct }
+
+func (r *report) label(p peer) string {
+	if !strings.Contains(p.label, "%s") {
+		return p.label
+	}
+	if p.rotate {
+		return fmt.Sprintf(p.label, r.o.rotateEvery)
+	}
+	v := r.env.Versions[p.tool]
+	return strings.TrimSpace(strings.ReplaceAll(fmt.Sprintf(p.label, v), "  ", " "))
+}
+
+func (r *report) markdown() string {
+	var sb strings.Builder
+	r.header(&sb)
+	r.summary(&sb)
+	for _, l := range r.layouts {
+		for _, conns := range r.o.conns {
+			r.detail(&sb, l, conns)
+		}
+	}
+	r.rotation(&sb)
+	r.checks(&sb)
+	r.notes(&sb)
+	return sb.String()
+}
+
+func (r *report) header(sb *strings.Builder) {
+	e := r.env
+	fmt.Fprintf(sb, "# sidekey against its peers\n\n")
+	fmt.Fprintf(sb, "Measured %s on %s (%d CPUs), Linux %s, %s.", e.Date, e.CPUModel, e.Cores, e.Kernel, e.GoVersion)
+	var tools []string
+	for _, t := range []struct{ key, name string }{{"nginx", "nginx"}, {"haproxy", "HAProxy"}, {"caddy", "Caddy"}, {"wrk", "wrk"}} {
+		if v, ok := e.Versions[t.key]; ok {
+			tools = append(tools, t.name+" "+v)
+		}
+	}
+	if len(tools) > 0 {
+		fmt.Fprintf(sb, " %s.", strings.Join(tools, ", "))
+	}
+	if e.Sidekey != "" {
+		fmt.Fprintf(sb, " sidekey %s.", e.Sidekey)
+	}
+	fmt.Fprintf(sb, "\n\n```\n%s\n```\n\n", r.o.command)
+	req := fmt.Sprintf("POST requests with a %d-byte body", r.o.body)
+	if r.o.body == 0 {
+		req = "GET requests"
+	}
+	fmt.Fprintf(sb, "Every proxy injects the same bearer token into %s, replacing the Authorization "+
+		"header the client sends, in front of the same upstream, which checks the token and answers a 64-byte body. "+
+		"wrk runs one thread over keep-alive connections. Each run starts a fresh upstream and proxy, "+
+		"warms up for %s and measures for %s. Figures are the median of %d runs, interleaved across proxies "+
+		"in an order rotated each repeat, with the range in brackets when there is more than one.\n\n",
+		req, r.o.warmup, r.o.duration, r.o.repeats)
+	if r.o.maxOther > 0 {
+		fmt.Fprintf(sb, "A run waits for the proxy's core to be quiet, and is made again (up to %d times) "+
+			"when other processes took more than %.0f%% of that core during it.\n\n", r.o.retries, r.o.maxOther)
+	}
+	for _, l := range r.layouts {
+		fmt.Fprintf(sb, "- **%s**: %s.\n", l.name, l.title(r.o.loadCPU))
+	}
+	sb.WriteString("\n")
+}
+
+// summary is the issue's table: capped throughput and CPU per request at
+// one connection count, uncapped throughput at all, peak RSS.
+func (r *report) summary(sb *strings.Builder) {
+	capped, uncapped := r.layout(layoutCapped), r.layout(layoutUncapped)
+	conns := r.o.conns[0]
+	if slices.Contains(r.o.conns, 32) {
+		conns = 32
+	}
+	share := fmt.Sprintf("%d%% of a core", r.o.quota)
+	if r.o.quota == 50 {
+		share = "½ core"
+	}
+	var cols []string
+	if capped != nil {
+		cols = append(cols, fmt.Sprintf("req/s, proxy capped at %s, %d conns", share, conns))
+	}
+	cols = append(cols, "CPU µs per request")
+	if uncapped != nil {
+		cols = append(cols, fmt.Sprintf("req/s, proxy alone on 1 core, %s conns", joinInts(r.o.conns, " / ")))
+	}
+	cols = append(cols, "peak RSS MiB")
+	sb.WriteString("## Summary\n\n")
+	tableHead(sb, append([]string{"proxy"}, cols...))
+	cpuLayout := layoutCapped
+	if capped == nil {
+		cpuLayout = layoutUncapped
+	}
+	for _, p := range r.peers {
+		row := []string{r.label(p)}
+		if capped != nil {
+			row = append(row, r.rateText(r.cell(layoutCapped, conns, p.name)))
+		}
+		row = append(row, oneDecimal(r.cell(cpuLayout, conns, p.name).stat(cpuUS)))
+		if uncapped != nil {
+			var rates []string
+			for _, c := range r.o.conns {
+				rates = append(rates, r.rateText(r.cell(layoutUncapped, c, p.name)))
+			}
+			row = append(row, strings.Join(rates, " / "))
+		}
+		row = append(row, oneDecimalMax(r.peakRSS(p.name)))
+		tableRow(sb, row)
+	}
+	sb.WriteString("\n")
+}
+
+func (r *report) layout(name string) *layout {
+	for _, l := range r.layouts {
+		if l.name == name {
+			return l
+		}
+	}
+	return nil
+}
+
+// rateText is a cell's median req/s, marked when a run failed.
+func (r *report) rateText(c cell) string {
+	s := c.stat(rate)
+	if s.n == 0 {
+		return "–"
+	}
+	out := thousands(s.med)
+	if c.failed() > 0 {
+		out += " (FAILED)"
+	}
+	return out
+}
+
+func (r *report) peakRSS(peer string) float64 {
+	var m float64
+	for _, res := range r.results {
+		if res.Peer == peer && res.Err == nil {
+			m = max(m, res.PeakRSSMiB)
+		}
+	}
+	return m
+}
+
+// detail is one layout at one connection count, every figure.
+func (r *report) detail(sb *strings.Builder, l *layout, conns int) {
+	fmt.Fprintf(sb, "## %s, %d connections\n\n", l.name, conns)
+	tableHead(sb, []string{"proxy", "req/s", "vs nginx", "p50 ms", "p99 ms", "CPU µs/req", "proxy CPU %",
+		"others on proxy core %", "peak RSS MiB", "runs"})
+	base := r.cell(l.name, conns, peerNginx).stat(rate)
+	for _, p := range r.peers {
+		c := r.cell(l.name, conns, p.name)
+		rs := c.stat(rate)
+		ratio := "–"
+		if base.n > 0 && rs.n > 0 && base.med > 0 {
+			ratio = fmt.Sprintf("%.2f×", rs.med/base.med)
+		}
+		tableRow(sb, []string{r.label(p), rangeText(rs, thousands), ratio,
+			rangeText(c.stat(p50), msText), rangeText(c.stat(p99), msText),
+			oneDecimal(c.stat(cpuUS)), noDecimal(c.stat(cpuPc)), noDecimal(c.stat(other)), oneDecimalMax(maxOf(c, rss)),
+			runsText(c)})
+	}
+	sb.WriteString("\n")
+}
+
+// rotation sets sidekey with a rotating credential beside the static one.
+func (r *report) rotation(sb *strings.Builder) {
+	if !r.has(peerSidekey) || !r.has(peerSidekeyRotate) {
+		return
+	}
+	fmt.Fprintf(sb, "## Credential rotation\n\nsidekey with its file credential rewritten every %s "+
+		"(the upstream accepts every token issued in the last 5 s), beside the same sidekey with a static credential.\n\n", r.o.rotateEvery)
+	tableHead(sb, []string{"layout", "conns", "static req/s", "rotating req/s", "ratio", "p99 ms static / rotating",
+		"new versions taken per second"})
+	for _, l := range r.layouts {
+		for _, conns := range r.o.conns {
+			st, rot := r.cell(l.name, conns, peerSidekey), r.cell(l.name, conns, peerSidekeyRotate)
+			a, b := st.stat(rate), rot.stat(rate)
+			ratio := "–"
+			if a.n > 0 && b.n > 0 && a.med > 0 {
+				ratio = fmt.Sprintf("%.2f×", b.med/a.med)
+			}
+			perSec := rot.stat(func(x *result) float64 { return float64(x.Rotations) / r.o.duration.Seconds() })
+			tableRow(sb, []string{l.name, strconv.Itoa(conns), rangeText(a, thousands), rangeText(b, thousands), ratio,
+				msText(st.stat(p99).med) + " / " + msText(rot.stat(p99).med), noDecimal(perSec)})
+		}
+	}
+	sb.WriteString("\n")
+}
+
+func (r *report) has(name string) bool {
+	return slices.ContainsFunc(r.peers, func(p peer) bool { return p.name == name })
+}
+
+// checks lists failed runs and the audit-line count.
+func (r *report) checks(sb *strings.Builder) {
+	sb.WriteString("## Checks\n\n")
+	n := r.failures()
+	if n == 0 {
+		fmt.Fprintf(sb, "All %d runs passed: no non-2xx response, no socket error, no upstream 401, "+
+			"no altered body, and the upstream accepted at least as many requests as wrk counted.\n", len(r.results))
+	} else {
+		fmt.Fprintf(sb, "%d of %d runs FAILED:\n\n", n, len(r.results))
+		for _, res := range r.results {
+			if !res.failed() {
+				continue
+			}
+			why := strings.Join(res.Problems, "; ")
+			if res.Err != nil {
+				why = res.Err.Error()
+			}
+			fmt.Fprintf(sb, "- %s, %s, %d conns, repeat %d: %s\n", res.Peer, res.Layout, res.Conns, res.Repeat+1, why)
+		}
+	}
+	var disturbed []string
+	for _, res := range r.results {
+		if res.Disturbed {
+			disturbed = append(disturbed, fmt.Sprintf("%s (%s, %d conns, repeat %d: %.0f%%)",
+				res.Peer, res.Layout, res.Conns, res.Repeat+1, res.OtherPct))
+		}
+	}
+	if len(disturbed) > 0 {
+		fmt.Fprintf(sb, "\n%d runs still shared the proxy's core with other processes beyond %.0f%% after %d retries; "+
+			"their figures are in the tables: %s.\n", len(disturbed), r.o.maxOther, r.o.retries, strings.Join(disturbed, ", "))
+	}
+	var lines, expected uint64
+	for _, res := range r.results {
+		lines += res.AuditLines
+		expected += res.AuditExpected
+	}
+	if expected > 0 {
+		fmt.Fprintf(sb, "\nsidekey wrote %s audit lines for the %s requests its upstreams received (%.2f%%).\n",
+			thousands(float64(lines)), thousands(float64(expected)), 100*float64(lines)/float64(expected))
+	}
+	for _, p := range peerNames() {
+		if why, ok := r.skipped[p]; ok {
+			fmt.Fprintf(sb, "\n%s was not measured: %s.\n", p, why)
+		}
+	}
+	sb.WriteString("\n")
+}
+
+func (r *report) notes(sb *strings.Builder) {
+	sb.WriteString(`## How the figures are taken
+
+- req/s, p50 and p99 come from wrk (its done() callback); "non-2xx" is wrk's count of responses with status 400 or more.
+- CPU is utime+stime from /proc/PID/stat, summed over the proxy's processes, read just before and just after the measured run; CPU µs per request divides it by the requests wrk completed, and proxy CPU % by the run's length (100 = one full core).
+- Peak RSS is VmHWM from /proc/PID/status, summed over the proxy's processes, the highest of the runs.
+- nginx runs as a single process (master_process off) with its access log to a file through a 64 KiB buffer, and keepalive_requests raised on both sides so connections are not recycled every 1,000 requests. HAProxy logs nothing; Caddy writes no access log (its default). The bare fasthttp and net/http proxies set the header and nothing else.
+- sidekey runs its release build with a file credential, one bearer route, the JSON audit line for every request (stderr to a file) and its Prometheus metrics, which are always on.
+`)
+}
+
+func tableHead(sb *strings.Builder, cols []string) {
+	tableRow(sb, cols)
+	seps := make([]string, len(cols))
+	for i := range seps {
+		seps[i] = "---"
+		if i > 0 {
+			seps[i] = "---:"
+		}
+	}
+	tableRow(sb, seps)
+}
+
+func tableRow(sb *strings.Builder, cells []string) {
+	sb.WriteString("| " + strings.Join(cells, " | ") + " |\n")
+}
+
+// rangeText is "median (min–max)", or just the median for one run.
+func rangeText(s stat, f func(float64) string) string {
+	if s.n == 0 {
+		return "–"
+	}
+	if s.n == 1 || f(s.min) == f(s.max) {
+		return f(s.med)
+	}
+	return fmt.Sprintf("%s (%s–%s)", f(s.med), f(s.min), f(s.max))
+}
+
+func runsText(c cell) string {
+	if len(c) == 0 {
+		return "–"
+	}
+	if f := c.failed(); f > 0 {
+		return fmt.Sprintf("%d FAILED of %d", f, len(c))
+	}
+	return fmt.Sprintf("%d ok", len(c))
+}
+
+func maxOf(c cell, f func(*result) float64) float64 {
+	var m float64
+	for _, r := range c.measured() {
+		m = max(m, f(&r))
+	}
+	return m
+}
+
+func oneDecimal(s stat) string {
+	if s.n == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.1f", s.med)
+}
+
+func noDecimal(s stat) string {
+	if s.n == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f", s.med)
+}
+
+func oneDecimalMax(v float64) string {
+	if v == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.1f", v)
+}
+
+// msText renders microseconds as milliseconds.
+func msText(us float64) string {
+	if math.IsNaN(us) {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f", us/1000)
+}
+
+// ms renders microseconds as a duration for progress lines.
+func ms(us uint64) string {
+	return (time.Duration(us) * time.Microsecond).Round(10 * time.Microsecond).String()
+}
+
+// thousands renders a count with thousands separators, rounded.
+func thousands(v float64) string {
+	s := strconv.FormatInt(int64(math.Round(v)), 10)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var out []byte
+	for i := range len(s) {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	if neg {
+		return "-" + string(out)
+	}
+	return string(out)
+}
+
+func joinInts(xs []int, sep string) string {
+	var s []string
+	for _, x := range xs {
+		s = append(s, strconv.Itoa(x))
+	}
+	return strings.Join(s, sep)
+}

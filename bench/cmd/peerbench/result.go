@@ -1,0 +1,136 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+)
+
+// result is one measured run of one proxy.
+type result struct {
+	Peer   string
+	Layout string
+	Conns  int
+	Repeat int
+	Err    error // the run could not be made; no numbers
+
+	Requests     uint64
+	ReqPerSec    float64
+	P50US, P99US uint64
+	Non2xx       uint64 // wrk: responses with status >= 400
+	SocketErrors uint64 // wrk: connect, read, write and timeout errors
+	Up401        uint64 // upstream: requests with a token it did not issue
+	UpBadBody    uint64 // upstream: POST bodies that arrived altered
+	UpOK         uint64 // upstream: requests it accepted
+
+	CPUSeconds  float64 // the proxy's utime+stime over the measured run
+	CPUPerReqUS float64
+	CPUPercent  float64 // of one core, over the measured run
+	PeakRSSMiB  float64 // VmHWM summed over the proxy's processes
+
+	OtherPct float64 // of the proxy's core used by anything but the proxy
+	LoadPct  float64 // of the load core used, by anything
+
+	Throttled   uint64 // quota periods with the proxy throttled
+	ThrottledOK bool   // Throttled is known
+	Rotations   uint64 // sidekey: new credential versions during the run
+	Issued      uint64 // upstream: tokens issued during the run
+
+	AuditLines    uint64 // sidekey: audit lines in its log
+	AuditExpected uint64 // sidekey: requests the upstream saw over the proxy's life
+
+	Problems []string // why the run FAILED its checks
+
+	Attempts  int  // runs made for this one (see -max-other)
+	Disturbed bool // other processes took more of the proxy's core than -max-other allows
+}
+
+func (r *result) failed() bool { return r.Err != nil || len(r.Problems) > 0 }
+
+// fill derives the run's figures from wrk and the snapshots around it.
+func (b *bench) fill(r *result, w wrkResult, before, after snapshot) {
+	r.Requests = w.Requests
+	r.ReqPerSec = w.rate()
+	r.P50US, r.P99US = w.P50US, w.P99US
+	r.Non2xx, r.SocketErrors = w.Status, w.socketErrors()
+	up := after.up.sub(before.up)
+	r.Up401, r.UpBadBody, r.UpOK, r.Issued = up.Unauthorized, up.BadBody, up.OK, up.Issued
+	r.CPUSeconds = float64(after.proc.ticks-before.proc.ticks) / float64(b.hz)
+	if w.Requests > 0 {
+		r.CPUPerReqUS = r.CPUSeconds * 1e6 / float64(w.Requests)
+	}
+	if w.DurationUS > 0 {
+		r.CPUPercent = 100 * r.CPUSeconds / (float64(w.DurationUS) / 1e6)
+	}
+	r.PeakRSSMiB = float64(after.proc.hwmKiB) / 1024
+	r.OtherPct = max(0, pct(after.proxyCore.busy-before.proxyCore.busy-(after.proc.ticks-before.proc.ticks),
+		after.proxyCore.total-before.proxyCore.total))
+	r.LoadPct = pct(after.loadCore.busy-before.loadCore.busy, after.loadCore.total-before.loadCore.total)
+	r.Throttled = after.throttled - before.throttled
+	r.ThrottledOK = after.throttled > 0 || before.throttled > 0
+	r.Rotations = after.rotations - before.rotations
+}
+
+// check marks the run FAILED unless every request succeeded and the
+// upstream accepted every token and body it was sent. up is the upstream's
+// count over the measured run; it may exceed wrk's by the requests still
+// in flight when wrk stopped, never fall short of it.
+func (r *result) check(w wrkResult, up upStats, conns int) {
+	add := func(format string, args ...any) { r.Problems = append(r.Problems, fmt.Sprintf(format, args...)) }
+	if w.Requests == 0 {
+		add("no request completed")
+	}
+	if w.Status > 0 {
+		add("%d non-2xx responses", w.Status)
+	}
+	if n := w.socketErrors(); n > 0 {
+		add("%d socket errors (connect %d, read %d, write %d, timeout %d)", n, w.Connect, w.Read, w.Write, w.Timeout)
+	}
+	if up.Unauthorized > 0 {
+		add("%d upstream 401s", up.Unauthorized)
+	}
+	if up.BadBody > 0 {
+		add("%d request bodies altered", up.BadBody)
+	}
+	if up.OK+uint64(conns) < w.Requests {
+		add("upstream accepted %d of %d requests", up.OK, w.Requests)
+	}
+	if up.IssueErrors > 0 {
+		add("%d token file writes failed", up.IssueErrors)
+	}
+}
+
+// summary is the progress line of one run.
+func (r *result) summary() string {
+	head := fmt.Sprintf("%-8s c=%-3d %-14s", r.Layout, r.Conns, r.Peer)
+	if r.Err != nil {
+		return head + " ERROR: " + r.Err.Error()
+	}
+	s := fmt.Sprintf("%s %9s req/s  p50 %s  p99 %s  %5.1f µs/req  cpu %3.0f%%  rss %5.1f MiB",
+		head, thousands(r.ReqPerSec), ms(r.P50US), ms(r.P99US), r.CPUPerReqUS, r.CPUPercent, r.PeakRSSMiB)
+	s += fmt.Sprintf("  other on proxy core %.0f%%  load core %.0f%%", r.OtherPct, r.LoadPct)
+	if r.ThrottledOK {
+		s += fmt.Sprintf("  throttled %d", r.Throttled)
+	}
+	if r.Peer == peerSidekeyRotate {
+		s += fmt.Sprintf("  rotations %d (issued %d)", r.Rotations, r.Issued)
+	}
+	if r.AuditExpected > 0 {
+		s += fmt.Sprintf("  audit %d/%d", r.AuditLines, r.AuditExpected)
+	}
+	if r.Disturbed {
+		s += "  DISTURBED"
+	}
+	if r.failed() {
+		return s + "  FAILED: " + strings.Join(r.Problems, "; ")
+	}
+	return s + "  ok"
+}
+
+// pct is 100·part/whole, with unsigned wrap-around (a part larger than
+// the whole, from counters read a moment apart) read as negative.
+func pct(part, whole uint64) float64 {
+	if whole == 0 {
+		return 0
+	}
+	return 100 * float64(int64(part)) / float64(whole)
+}
