@@ -177,6 +177,7 @@ func (x *exchange) prepare(req *fasthttp.Request, rt *route, upgrade bool, rec *
 	rec.path = x.log
 	x.path = rt.upstreamPath(x.path[:0], uri.Path())
 	uri.SetPathBytes(x.path)
+	uri.SetScheme(rt.scheme) // the app spoke plain HTTP or TLS to sidekey; the upstream may differ
 	uri.SetHost(rt.upHost)
 	req.Header.SetHost(rt.upHost)
 	if len(req.Header.Peek(headerRequestID)) == 0 {

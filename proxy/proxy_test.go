@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"io"
 	"net"
@@ -67,6 +68,11 @@ func (e *env) lookup(k string) (string, bool) {
 // "cred" read from e under the variable TOKEN.
 func startProxy(t *testing.T, e *env, routes ...config.Route) string {
 	t.Helper()
+	return startProxyOpts(t, e, Options{}, routes...)
+}
+
+func startProxyOpts(t *testing.T, e *env, opts Options, routes ...config.Route) string {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	set, err := injector.NewSet([]config.Credential{{Name: "cred", Source: "env", EnvName: "TOKEN"}},
@@ -78,7 +84,8 @@ func startProxy(t *testing.T, e *env, routes ...config.Route) string {
 	}
 	go func() { _ = set.Run(ctx) }()
 	log, _ := logtest.NewNullLogger()
-	px, err := New(&config.Config{Routes: routes}, set, Options{Log: log})
+	opts.Log = log
+	px, err := New(&config.Config{Routes: routes}, set, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,5 +270,45 @@ func TestAbsoluteFormForRouteHost(t *testing.T) {
 	}
 	if got := up.header.Load().Get("Authorization"); got != "Bearer tok" {
 		t.Fatalf("Authorization %q", got)
+	}
+}
+
+// An https upstream with a pinned CA, reached from the plain listener: the
+// scheme the app used does not leak into the upstream request.
+func TestHTTPSUpstreamWithPinnedCA(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.Header.Get("Authorization"))
+	}))
+	t.Cleanup(srv.Close)
+	u, _ := url.Parse(srv.URL)
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	e := &env{}
+	e.set("TOKEN", "tls-tok")
+	rc := testRoute("tls", "/t/", u, &config.Inject{Credential: "cred", As: "bearer"})
+	rc.UpstreamTLS = &config.UpstreamTLS{CA: &config.Ref{Kind: config.RefFile, Name: "pinned"}, ServerName: "example.com"}
+	base := startProxyOpts(t, e, Options{CAPool: func(config.Ref) (*x509.CertPool, error) { return pool, nil }}, rc)
+	req, _ := http.NewRequest("GET", base+"/t/x", nil)
+	resp := get(t, req, 200)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "Bearer tls-tok" {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+}
+
+// Without the pinned CA the upstream's certificate is not trusted: 502.
+func TestHTTPSUpstreamVerifiesCertificate(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	t.Cleanup(srv.Close)
+	u, _ := url.Parse(srv.URL)
+	base := startProxy(t, &env{}, testRoute("tls", "/t/", u, nil))
+	resp, err := http.Get(base + "/t/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("unverified upstream answered through the proxy: %d", resp.StatusCode)
 	}
 }
