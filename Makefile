@@ -25,7 +25,7 @@ unit:
 # package runs a real Vault core in-process; its module is large, so it is
 # built without the race detector (the binary under test never has it).
 e2e: build
-	cd e2e && SIDEKEY_E2E_BIN=$(abspath $(BIN)) $(GO) test -race -count=1 -timeout 15m .
+	cd e2e && SIDEKEY_E2E_BIN=$(abspath $(BIN)) $(GO) test -race -count=1 -timeout 15m . ./acme/
 	cd e2e && SIDEKEY_E2E_BIN=$(abspath $(BIN)) $(GO) test -count=1 -timeout 15m ./vault/
 
 fuzz:

@@ -20,10 +20,16 @@ const (
 // renewAt returns when a certificate valid from notBefore to notAfter,
 // received at now, is renewed: two thirds into its lifetime, earlier by up
 // to renewJitter of the lifetime (jitter picks how much), and no sooner
-// than minRenewDelay from now.
+// than minRenewDelay from now. The lifetime counts from receipt when that is
+// later than notBefore: Vault backdates notBefore (30s by default), which
+// would otherwise make a short-lived certificate due at once.
 func renewAt(now, notBefore, notAfter time.Time, jitter float64) time.Time {
-	life := notAfter.Sub(notBefore)
-	at := notBefore.Add(time.Duration(renewFraction*float64(life)) - time.Duration(jitter*renewJitter*float64(life)))
+	start := notBefore
+	if now.After(start) && now.Before(notAfter) {
+		start = now
+	}
+	life := notAfter.Sub(start)
+	at := start.Add(time.Duration(renewFraction*float64(life)) - time.Duration(jitter*renewJitter*float64(life)))
 	if floor := now.Add(minRenewDelay); at.Before(floor) {
 		return floor
 	}

@@ -15,7 +15,8 @@ func TestRenewAt(t *testing.T) {
 	}{
 		{"two thirds of an hour", t0, t0, t0.Add(time.Hour), t0.Add(40 * time.Minute), 0},
 		{"full jitter is 5% earlier", t0, t0, t0.Add(time.Hour), t0.Add(37 * time.Minute), 1},
-		{"backdated notBefore", t0, t0.Add(-time.Hour), t0.Add(2 * time.Hour), t0.Add(time.Hour), 0},
+		{"backdated notBefore counts from receipt", t0, t0.Add(-time.Hour), t0.Add(2 * time.Hour), t0.Add(80 * time.Minute), 0},
+		{"5s certificate backdated 30s", t0, t0.Add(-30 * time.Second), t0.Add(5 * time.Second), t0.Add(3333333333), 0},
 		{"already due: not before a second", t0.Add(time.Hour), t0, t0.Add(time.Hour), t0.Add(time.Hour + time.Second), 0},
 	} {
 		if got := renewAt(tc.now, tc.nb, tc.na, tc.jitter); !got.Equal(tc.want) {

@@ -101,6 +101,7 @@ func (c *checker) acme(f *fileACME) *ACME {
 	c.challenge(f, &a)
 	a.CARoots = c.ref("tls.acme.ca_roots", f.CARoots)
 	c.storage(f.Storage, &a.Storage)
+	c.positive("tls.acme.renew_interval", f.RenewInterval, &a.RenewInterval)
 	return &a
 }
 

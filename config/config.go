@@ -199,13 +199,14 @@ type TLS struct {
 
 // ACME configures certificate issuance for the inbound listener.
 type ACME struct {
-	Domains    []string
-	Email      string
-	Directory  string
-	Challenge  string // tls-alpn-01 | http-01
-	HTTPListen string
-	CARoots    *Ref
-	Storage    string // "memory" or "vault:PATH"
+	Domains       []string
+	Email         string
+	Directory     string
+	Challenge     string // tls-alpn-01 | http-01
+	HTTPListen    string
+	CARoots       *Ref
+	Storage       string        // "memory" or "vault:PATH"
+	RenewInterval time.Duration // how often to check for renewals; 0: 10m
 }
 
 // ForwardProxy configures the HTTPS_PROXY mode.

@@ -149,13 +149,14 @@ type fileTLS struct {
 
 type fileACME struct {
 	meta
-	Domains    []*str `yaml:"domains"`
-	Email      *str   `yaml:"email"`
-	Directory  *str   `yaml:"directory"`
-	Challenge  *str   `yaml:"challenge"`
-	HTTPListen *str   `yaml:"http_listen"`
-	CARoots    *str   `yaml:"ca_roots"` // a reference
-	Storage    *str   `yaml:"storage"`
+	Domains       []*str `yaml:"domains"`
+	Email         *str   `yaml:"email"`
+	Directory     *str   `yaml:"directory"`
+	Challenge     *str   `yaml:"challenge"`
+	HTTPListen    *str   `yaml:"http_listen"`
+	CARoots       *str   `yaml:"ca_roots"` // a reference
+	Storage       *str   `yaml:"storage"`
+	RenewInterval *dur   `yaml:"renew_interval"`
 }
 
 type fileForwardProxy struct {

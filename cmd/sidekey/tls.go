@@ -33,7 +33,7 @@ func (d *daemon) buildCerts(cfg *config.Config) error {
 	if cfg.TLS == nil {
 		return nil
 	}
-	in, err := certs.NewInbound(cfg.TLS, certs.InboundOptions{Log: d.log, Secrets: d.red, Vault: vault})
+	in, err := certs.NewInbound(cfg.TLS, certs.InboundOptions{Log: d.log, Secrets: d.red, Vault: vault, RenewCheckInterval: cfg.TLS.ACME.RenewInterval})
 	if err != nil {
 		return fmt.Errorf("tls: %w", err)
 	}
