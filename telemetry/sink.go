@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"bufio"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -54,16 +55,38 @@ func (s *LineSink) Submit(l *Line) {
 // Dropped is the number of lines dropped because the queue was full.
 func (s *LineSink) Dropped() uint64 { return s.dropped.Load() }
 
+// run writes queued lines in batches: lines go into a buffer that is
+// flushed whenever the queue is empty (or the buffer fills), so a busy proxy
+// makes one write call per batch, not one per request.
 func (s *LineSink) run() {
 	defer close(s.done)
+	bw := bufio.NewWriterSize(s.w, 64<<10)
 	for l := range s.queue {
-		b := l.B
-		if s.scrub != nil {
-			b = s.scrub(b)
+		s.write(bw, l)
+		for drained := false; !drained; {
+			select {
+			case l, ok := <-s.queue:
+				if !ok {
+					_ = bw.Flush()
+					return
+				}
+				s.write(bw, l)
+			default:
+				drained = true
+			}
 		}
-		_, _ = s.w.Write(b)
-		s.pool.Put(l)
+		_ = bw.Flush()
 	}
+	_ = bw.Flush()
+}
+
+func (s *LineSink) write(bw *bufio.Writer, l *Line) {
+	b := l.B
+	if s.scrub != nil {
+		b = s.scrub(b)
+	}
+	_, _ = bw.Write(b)
+	s.pool.Put(l)
 }
 
 // Close writes what is queued, then stops. Submit must not be called after.
