@@ -48,4 +48,4 @@ have wrk || {
 bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
 go build -o "$bin/peerbench" ./bench/cmd/peerbench
-"$bin/peerbench" -command "bench/run.sh${*:+ $*}" "$@"
+"$bin/peerbench" -via bench/run.sh "$@"

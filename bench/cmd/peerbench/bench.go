@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -39,6 +40,9 @@ type bench struct {
 // setup pins the harness to the load core, builds what it needs, finds
 // the peers and the quota method.
 func setup(ctx context.Context, o options, log io.Writer) (*bench, error) {
+	if err := lockMachine(log); err != nil {
+		return nil, err
+	}
 	if err := pinSelf(o.loadCPU); err != nil {
 		return nil, err
 	}
@@ -69,6 +73,24 @@ func setup(ctx context.Context, o options, log io.Writer) (*bench, error) {
 	}
 	b.env = describeEnvironment(ctx, b)
 	return b, nil
+}
+
+// lockMachine takes a machine-wide lock, waiting while another peerbench
+// holds it: two harnesses on the same cores would measure each other. The
+// lock lasts as long as the process.
+func lockMachine(log io.Writer) error {
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), "peerbench.lock"), os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		return fmt.Errorf("machine lock: %w", err)
+	}
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+		return nil
+	}
+	fmt.Fprintln(log, "peerbench: waiting for another peerbench run on this machine to finish")
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("machine lock: %w", err)
+	}
+	return nil
 }
 
 // pinSelf moves every thread of the harness to cpu; the processes it

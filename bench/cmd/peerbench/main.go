@@ -50,6 +50,7 @@ type options struct {
 	sidekey     string
 	out         string
 	command     string
+	via         string
 	proxyCPU    int
 	loadCPU     int
 	quota       int
@@ -76,6 +77,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.sidekey, "sidekey", "", "sidekey binary to measure; empty builds ./cmd/sidekey")
 	fs.StringVar(&o.out, "out", "bench/RESULTS.md", "markdown file to write; empty writes none")
 	fs.StringVar(&o.command, "command", "", "the command line to record in -out (default: this one)")
+	fs.StringVar(&o.via, "via", "", "the script that runs peerbench, recorded as the command instead of peerbench itself")
 	fs.IntVar(&o.proxyCPU, "proxy-cpu", 0, "core the proxy runs on")
 	fs.IntVar(&o.loadCPU, "load-cpu", 1, "core wrk, the upstream and this harness run on")
 	fs.IntVar(&o.quota, "quota", 50, "CPU quota of the capped layout, percent of one core")
@@ -184,7 +186,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	if o.command == "" {
-		o.command = shellJoin(append([]string{"go", "run", "./bench/cmd/peerbench"}, args...))
+		o.command = recordedCommand(o.via, args)
 	}
 	b, err := setup(ctx, o, stderr)
 	if err != nil {
@@ -220,4 +222,23 @@ func shellJoin(args []string) string {
 		out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
 	}
 	return strings.Join(out, " ")
+}
+
+// recordedCommand is the command line a report names: the script given
+// with -via, or go run, and the flags without -via.
+func recordedCommand(via string, args []string) string {
+	cmd := []string{"go", "run", "./bench/cmd/peerbench"}
+	if via != "" {
+		cmd = []string{via}
+	}
+	for i := 0; i < len(args); i++ {
+		switch a := args[i]; {
+		case a == "-via" || a == "--via":
+			i++
+		case strings.HasPrefix(a, "-via=") || strings.HasPrefix(a, "--via="):
+		default:
+			cmd = append(cmd, a)
+		}
+	}
+	return shellJoin(cmd)
 }

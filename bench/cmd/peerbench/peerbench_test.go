@@ -127,6 +127,16 @@ func TestShellJoin(t *testing.T) {
 	}
 }
 
+func TestRecordedCommand(t *testing.T) {
+	got := recordedCommand("bench/run.sh", []string{"-via", "bench/run.sh", "-conns", "32,256", "-out", ""})
+	if want := "bench/run.sh -conns 32,256 -out ''"; got != want {
+		t.Errorf("with -via: %s, want %s", got, want)
+	}
+	if got, want := recordedCommand("", []string{"-repeats", "1"}), "go run ./bench/cmd/peerbench -repeats 1"; got != want {
+		t.Errorf("without -via: %s, want %s", got, want)
+	}
+}
+
 func TestParseOptions(t *testing.T) {
 	o, err := parseOptions([]string{"-conns", "256,32", "-proxies", "nginx,sidekey", "-layouts", "uncapped"}, io.Discard)
 	if err != nil {
