@@ -166,7 +166,7 @@ func (p *proc) waitLogFrom(from int, timeout time.Duration, match func(map[strin
 	defer timer.Stop()
 	next, exited := from, false
 	for {
-		lines, notify := p.stderr.since(next)
+		lines, notify := p.stderr.Since(next)
 		next += len(lines)
 		for _, ln := range lines {
 			var e map[string]any

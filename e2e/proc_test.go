@@ -1,7 +1,8 @@
 package e2e
 
 import (
-	"bytes"
+	"github.com/sidekey/sidekey/e2e/internal/linelog"
+
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,8 +33,8 @@ type proc struct {
 	Client *http.Client
 
 	cmd      *exec.Cmd
-	stderr   *lineLog
-	stdout   *lineLog
+	stderr   *linelog.Log
+	stdout   *linelog.Log
 	exited   chan struct{} // closed once the process has exited and its output is read
 	exitCode int           // valid once exited is closed
 	termOnce sync.Once
@@ -179,7 +180,7 @@ func runSidekey(t testing.TB, opts []procOption, args ...string) result {
 		<-p.exited
 		t.Fatalf("sidekey %s did not exit within 20s; log:\n%s", strings.Join(args, " "), p.tail(40))
 	}
-	return result{code: p.exitCode, stdout: strings.Join(p.stdout.all(), "\n"), stderr: strings.Join(p.stderr.all(), "\n")}
+	return result{code: p.exitCode, stdout: strings.Join(p.stdout.All(), "\n"), stderr: strings.Join(p.stderr.All(), "\n")}
 }
 
 func launch(t testing.TB, dir string, opts []procOption, args ...string) *proc {
@@ -202,8 +203,8 @@ func launch(t testing.TB, dir string, opts []procOption, args ...string) *proc {
 		Name:   t.Name(),
 		Dir:    dir,
 		cmd:    cmd,
-		stderr: newLineLog(),
-		stdout: newLineLog(),
+		stderr: linelog.New(),
+		stdout: linelog.New(),
 		exited: make(chan struct{}),
 		Client: &http.Client{
 			Timeout: 60 * time.Second,
@@ -226,8 +227,8 @@ func launch(t testing.TB, dir string, opts []procOption, args ...string) *proc {
 	registerProc(p)
 	go func() {
 		err := cmd.Wait()
-		p.stderr.flush()
-		p.stdout.flush()
+		p.stderr.Flush()
+		p.stdout.Flush()
 		p.exitCode = cmd.ProcessState.ExitCode()
 		var ee *exec.ExitError
 		if err != nil && !errors.As(err, &ee) && p.exitCode == 0 {
@@ -285,16 +286,16 @@ func (p *proc) wait(timeout time.Duration) (code int, ok bool) {
 }
 
 // Logs returns the stderr lines logged so far.
-func (p *proc) Logs() []string { return p.stderr.all() }
+func (p *proc) Logs() []string { return p.stderr.All() }
 
 // tail renders the last n log lines with every known secret masked.
 func (p *proc) tail(n int) string {
-	lines := p.stderr.all()
+	lines := p.stderr.All()
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}
 	out := strings.Join(lines, "\n")
-	if so := p.stdout.all(); len(so) > 0 {
+	if so := p.stdout.All(); len(so) > 0 {
 		out += "\nstdout:\n" + strings.Join(so, "\n")
 	}
 	return maskSecrets(out)
@@ -308,7 +309,7 @@ func (p *proc) waitLog(timeout time.Duration, match func(map[string]any) bool) (
 	defer timer.Stop()
 	next, exited := 0, false
 	for {
-		lines, notify := p.stderr.since(next)
+		lines, notify := p.stderr.Since(next)
 		next += len(lines)
 		for _, ln := range lines {
 			var e map[string]any
@@ -327,66 +328,4 @@ func (p *proc) waitLog(timeout time.Duration, match func(map[string]any) bool) (
 			return nil, fmt.Errorf("no matching log line within %v", timeout)
 		}
 	}
-}
-
-// lineLog is an io.Writer that splits what it gets into lines and wakes up
-// waiters on every new line.
-type lineLog struct {
-	mu      sync.Mutex
-	partial []byte
-	lines   []string
-	notify  chan struct{}
-}
-
-func newLineLog() *lineLog { return &lineLog{notify: make(chan struct{})} }
-
-func (l *lineLog) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.partial = append(l.partial, b...)
-	added := false
-	for {
-		i := bytes.IndexByte(l.partial, '\n')
-		if i < 0 {
-			break
-		}
-		l.lines = append(l.lines, string(l.partial[:i]))
-		l.partial = l.partial[i+1:]
-		added = true
-	}
-	if added {
-		l.partial = append([]byte(nil), l.partial...)
-		close(l.notify)
-		l.notify = make(chan struct{})
-	}
-	return len(b), nil
-}
-
-// flush turns a trailing partial line into a line.
-func (l *lineLog) flush() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.partial) > 0 {
-		l.lines = append(l.lines, string(l.partial))
-		l.partial = nil
-	}
-	close(l.notify)
-	l.notify = make(chan struct{})
-}
-
-func (l *lineLog) all() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]string(nil), l.lines...)
-}
-
-// since returns the lines from index i on and a channel closed on the next
-// new line.
-func (l *lineLog) since(i int) ([]string, <-chan struct{}) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if i > len(l.lines) {
-		i = len(l.lines)
-	}
-	return append([]string(nil), l.lines[i:]...), l.notify
 }

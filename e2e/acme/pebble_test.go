@@ -1,6 +1,8 @@
 package acme
 
 import (
+	"github.com/sidekey/sidekey/e2e/internal/linelog"
+
 	"bytes"
 	"crypto/x509"
 	"encoding/pem"
@@ -42,7 +44,7 @@ type pebble struct {
 	mgmtH      atomic.Pointer[http.Handler]
 	started    chan struct{}
 	startOnce  sync.Once
-	logs       *lineLog
+	logs       *linelog.Log
 	newOrders  atomic.Int64
 }
 
@@ -53,7 +55,7 @@ const pebbleWait = 30 * time.Second
 // writes the certificate of its HTTPS API to dataDir.
 func newPebble(t testing.TB, dataDir string) *pebble {
 	t.Helper()
-	p := &pebble{started: make(chan struct{}), logs: newLineLog()}
+	p := &pebble{started: make(chan struct{}), logs: linelog.New()}
 	p.acme = httptest.NewUnstartedServer(p.waiting(&p.handler))
 	p.acme.Config.ErrorLog = log.New(p.logs, "pebble acme http: ", 0)
 	p.acme.StartTLS()
@@ -64,7 +66,7 @@ func newPebble(t testing.TB, dataDir string) *pebble {
 	t.Cleanup(p.mgmt.Close)
 	t.Cleanup(func() {
 		if t.Failed() {
-			lines := p.logs.all()
+			lines := p.logs.All()
 			if len(lines) > 40 {
 				lines = lines[len(lines)-40:]
 			}

@@ -1,6 +1,8 @@
 package acme
 
 import (
+	"github.com/sidekey/sidekey/e2e/internal/linelog"
+
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -25,7 +27,7 @@ type proc struct {
 	AdminURL   string            // http://admin address
 
 	cmd      *exec.Cmd
-	stderr   *lineLog
+	stderr   *linelog.Log
 	exited   chan struct{} // closed once the process has exited and its output is read
 	exitCode int           // valid once exited is closed
 	termOnce sync.Once
@@ -62,7 +64,7 @@ func startSidekey(t testing.TB, dataDir, yamlText string, listeners []string, en
 		ConfigPath: cfg.Name(),
 		Addrs:      map[string]string{},
 		cmd:        cmd,
-		stderr:     newLineLog(),
+		stderr:     linelog.New(),
 		exited:     make(chan struct{}),
 	}
 	cmd.Stderr = p.stderr
@@ -74,7 +76,7 @@ func startSidekey(t testing.TB, dataDir, yamlText string, listeners []string, en
 	p.PID = cmd.Process.Pid
 	go func() {
 		_ = cmd.Wait()
-		p.stderr.flush()
+		p.stderr.Flush()
 		p.exitCode = cmd.ProcessState.ExitCode()
 		close(p.exited)
 	}()
@@ -167,7 +169,7 @@ func (p *proc) terminate(timeout time.Duration) (code int, ok bool) {
 
 // tail returns the last n lines the process logged.
 func (p *proc) tail(n int) string {
-	lines := p.stderr.all()
+	lines := p.stderr.All()
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}
@@ -182,7 +184,7 @@ func (p *proc) waitLog(timeout time.Duration, match func(map[string]any) bool) (
 	defer timer.Stop()
 	next, exited := 0, false
 	for {
-		lines, notify := p.stderr.since(next)
+		lines, notify := p.stderr.Since(next)
 		next += len(lines)
 		for _, ln := range lines {
 			var e map[string]any
@@ -206,7 +208,7 @@ func (p *proc) waitLog(timeout time.Duration, match func(map[string]any) bool) (
 // logged returns the JSON log lines whose msg is msg.
 func (p *proc) logged(msg string) []map[string]any {
 	var out []map[string]any
-	for _, ln := range p.stderr.all() {
+	for _, ln := range p.stderr.All() {
 		var e map[string]any
 		if json.Unmarshal([]byte(ln), &e) == nil && e["msg"] == msg {
 			out = append(out, e)
@@ -233,66 +235,4 @@ func (p *proc) admin(t testing.TB, path string) (int, []byte) {
 var adminClient = &http.Client{
 	Timeout:   10 * time.Second,
 	Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 4},
-}
-
-// lineLog is an io.Writer that splits what it gets into lines and wakes up
-// waiters on every new line.
-type lineLog struct {
-	mu      sync.Mutex
-	partial []byte
-	lines   []string
-	notify  chan struct{}
-}
-
-func newLineLog() *lineLog { return &lineLog{notify: make(chan struct{})} }
-
-func (l *lineLog) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.partial = append(l.partial, b...)
-	added := false
-	for {
-		i := bytes.IndexByte(l.partial, '\n')
-		if i < 0 {
-			break
-		}
-		l.lines = append(l.lines, string(l.partial[:i]))
-		l.partial = l.partial[i+1:]
-		added = true
-	}
-	if added {
-		l.partial = append([]byte(nil), l.partial...)
-		close(l.notify)
-		l.notify = make(chan struct{})
-	}
-	return len(b), nil
-}
-
-// flush turns a trailing partial line into a line.
-func (l *lineLog) flush() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.partial) > 0 {
-		l.lines = append(l.lines, string(l.partial))
-		l.partial = nil
-	}
-	close(l.notify)
-	l.notify = make(chan struct{})
-}
-
-func (l *lineLog) all() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]string(nil), l.lines...)
-}
-
-// since returns the lines from index i on and a channel closed on the next
-// new line.
-func (l *lineLog) since(i int) ([]string, <-chan struct{}) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if i > len(l.lines) {
-		i = len(l.lines)
-	}
-	return append([]string(nil), l.lines[i:]...), l.notify
 }

@@ -1,6 +1,8 @@
 package vaulte2e
 
 import (
+	"github.com/sidekey/sidekey/e2e/internal/linelog"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -78,8 +80,8 @@ type sidekeyProc struct {
 
 	hy       *hygiene
 	cmd      *exec.Cmd
-	stderr   *lineLog
-	stdout   *lineLog
+	stderr   *linelog.Log
+	stdout   *linelog.Log
 	exited   chan struct{}
 	exitCode int
 	termOnce sync.Once
@@ -113,8 +115,8 @@ func startSidekey(t *testing.T, yamlText string, env ...string) *sidekeyProc {
 		Dir:    dir,
 		hy:     hy,
 		cmd:    cmd,
-		stderr: newLineLog(),
-		stdout: newLineLog(),
+		stderr: linelog.New(),
+		stdout: linelog.New(),
 		exited: make(chan struct{}),
 		Client: &http.Client{
 			Timeout:       60 * time.Second,
@@ -131,8 +133,8 @@ func startSidekey(t *testing.T, yamlText string, env ...string) *sidekeyProc {
 	hy.addProc(p)
 	go func() {
 		err := cmd.Wait()
-		p.stderr.flush()
-		p.stdout.flush()
+		p.stderr.Flush()
+		p.stdout.Flush()
 		p.exitCode = cmd.ProcessState.ExitCode()
 		var ee *exec.ExitError
 		if err != nil && !errors.As(err, &ee) && p.exitCode == 0 {
@@ -216,7 +218,7 @@ func (p *sidekeyProc) terminate(timeout time.Duration) (code int, ok bool) {
 // logEntries decodes every JSON log line so far.
 func (p *sidekeyProc) logEntries() []map[string]any {
 	var out []map[string]any
-	for _, ln := range p.stderr.all() {
+	for _, ln := range p.stderr.All() {
 		var e map[string]any
 		if json.Unmarshal([]byte(ln), &e) == nil {
 			out = append(out, e)
@@ -238,12 +240,12 @@ func (p *sidekeyProc) countLog(msg string) int {
 
 // tail renders the last n log lines with every registered secret masked.
 func (p *sidekeyProc) tail(n int) string {
-	lines := p.stderr.all()
+	lines := p.stderr.All()
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}
 	out := strings.Join(lines, "\n")
-	if so := p.stdout.all(); len(so) > 0 {
+	if so := p.stdout.All(); len(so) > 0 {
 		out += "\nstdout:\n" + strings.Join(so, "\n")
 	}
 	return p.hy.mask(out)
@@ -256,7 +258,7 @@ func (p *sidekeyProc) waitLog(timeout time.Duration, match func(map[string]any) 
 	defer timer.Stop()
 	next, exited := 0, false
 	for {
-		lines, notify := p.stderr.since(next)
+		lines, notify := p.stderr.Since(next)
 		next += len(lines)
 		for _, ln := range lines {
 			var e map[string]any
@@ -482,7 +484,7 @@ func (h *hygiene) scan() []string {
 		}
 	}
 	for _, p := range procs {
-		for stream, lines := range map[string][]string{"stderr": p.stderr.all(), "stdout": p.stdout.all()} {
+		for stream, lines := range map[string][]string{"stderr": p.stderr.All(), "stdout": p.stdout.All()} {
 			for i, ln := range lines {
 				check(fmt.Sprintf("%s line %d of sidekey pid %d", stream, i+1, p.PID), ln)
 			}
@@ -504,65 +506,3 @@ func (h *hygiene) scan() []string {
 }
 
 // ---- log capture ----
-
-// lineLog is an io.Writer that splits what it gets into lines and wakes
-// waiters on every new line.
-type lineLog struct {
-	mu      sync.Mutex
-	partial []byte
-	lines   []string
-	notify  chan struct{}
-}
-
-func newLineLog() *lineLog { return &lineLog{notify: make(chan struct{})} }
-
-func (l *lineLog) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.partial = append(l.partial, b...)
-	added := false
-	for {
-		i := bytes.IndexByte(l.partial, '\n')
-		if i < 0 {
-			break
-		}
-		l.lines = append(l.lines, string(l.partial[:i]))
-		l.partial = l.partial[i+1:]
-		added = true
-	}
-	if added {
-		l.partial = append([]byte(nil), l.partial...)
-		close(l.notify)
-		l.notify = make(chan struct{})
-	}
-	return len(b), nil
-}
-
-// flush turns a trailing partial line into a line.
-func (l *lineLog) flush() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.partial) > 0 {
-		l.lines = append(l.lines, string(l.partial))
-		l.partial = nil
-	}
-	close(l.notify)
-	l.notify = make(chan struct{})
-}
-
-func (l *lineLog) all() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]string(nil), l.lines...)
-}
-
-// since returns the lines from index i on and a channel closed on the
-// next new line.
-func (l *lineLog) since(i int) ([]string, <-chan struct{}) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if i > len(l.lines) {
-		i = len(l.lines)
-	}
-	return append([]string(nil), l.lines[i:]...), l.notify
-}

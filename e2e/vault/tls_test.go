@@ -1,6 +1,8 @@
 package vaulte2e
 
 import (
+	"github.com/sidekey/sidekey/e2e/internal/linelog"
+
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -72,13 +74,13 @@ func TestBinaryClientCertRotatesUnderLoad(t *testing.T) {
 		io.WriteString(w, "ok")
 	}))
 	up.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: vaultCA}
-	upLog := newLineLog()
+	upLog := linelog.New()
 	up.Config.ErrorLog = log.New(upLog, "", 0)
 	up.StartTLS()
 	t.Cleanup(up.Close)
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("upstream error log:\n%s", strings.Join(upLog.all(), "\n"))
+			t.Logf("upstream error log:\n%s", strings.Join(upLog.All(), "\n"))
 		}
 	})
 	upCA := filepath.Join(t.TempDir(), "upstream-ca.pem")
@@ -399,13 +401,13 @@ type acmePebble struct {
 	acme, mgmt  *httptest.Server
 	acmeH, mgmH atomic.Pointer[http.Handler]
 	started     chan struct{}
-	logs        *lineLog
+	logs        *linelog.Log
 	newOrders   atomic.Int64
 }
 
 func newACMEPebble(t *testing.T) *acmePebble {
 	t.Helper()
-	p := &acmePebble{started: make(chan struct{}), logs: newLineLog()}
+	p := &acmePebble{started: make(chan struct{}), logs: linelog.New()}
 	p.acme = httptest.NewUnstartedServer(p.waiting(&p.acmeH))
 	p.acme.Config.ErrorLog = log.New(p.logs, "pebble acme http: ", 0)
 	p.acme.StartTLS()
@@ -416,7 +418,7 @@ func newACMEPebble(t *testing.T) *acmePebble {
 	t.Cleanup(p.mgmt.Close)
 	t.Cleanup(func() {
 		if t.Failed() {
-			lines := p.logs.all()
+			lines := p.logs.All()
 			if len(lines) > 40 {
 				lines = lines[len(lines)-40:]
 			}
