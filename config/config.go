@@ -101,8 +101,10 @@ type Credential struct {
 	Refresh time.Duration
 
 	// vault-lease
-	Data      map[string]any // non-nil: write instead of read
-	Renew     bool
+	Data  map[string]any // non-nil: write instead of read
+	Renew bool
+	// RevokeOld revokes superseded values once drained: revoke_old for
+	// vault-lease, implied by revocation_url for oauth2.
 	RevokeOld bool
 
 	// oauth2

@@ -83,6 +83,9 @@ func (c *checker) oauth2Fields(path string, f *fileCredential, cr *Credential) {
 	c.oneOf(path+".auth_style", f.AuthStyle, &cr.AuthStyle, authStyles)
 	if c.httpURL(path+".revocation_url", f.RevocationURL) != nil {
 		cr.RevocationURL = f.RevocationURL.v
+		// Saying where to revoke (RFC 7009) is asking for superseded tokens
+		// to be revoked; oauth2 has no revoke_old key of its own.
+		cr.RevokeOld = true
 	}
 	cr.Params = c.params(path+".params", f.Params)
 }

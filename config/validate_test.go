@@ -303,3 +303,30 @@ func TestParseStopsAliasExpansion(t *testing.T) {
 		t.Errorf("problems do not say %q", want)
 	}
 }
+
+// An oauth2 revocation_url asks for superseded tokens to be revoked.
+func TestOAuth2RevocationURLRevokesSuperseded(t *testing.T) {
+	base := "credentials:\n  p:\n    source: oauth2\n    token_url: https://a.example/token\n    client_id: x\n    client_secret: env:S\n"
+	for _, tc := range []struct {
+		extra string
+		want  bool
+	}{
+		{"    revocation_url: https://a.example/revoke\n", true},
+		{"", false},
+	} {
+		cfg, err := Parse("c.yaml", []byte(base+tc.extra))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.Credential("p").RevokeOld; got != tc.want {
+			t.Errorf("revocation_url %q: RevokeOld = %v, want %v", tc.extra, got, tc.want)
+		}
+	}
+	cfg, err := Parse("c.yaml", []byte("credentials:\n  l:\n    source: vault-lease\n    path: aws/creds/x\n    revoke_old: true\nvault:\n  auth: {method: token, token: env:T}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Credential("l").RevokeOld {
+		t.Error("vault-lease revoke_old lost")
+	}
+}

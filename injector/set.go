@@ -91,7 +91,7 @@ func (s *Set) newHolder(c config.Credential, opts SetOptions, newSource func(con
 		RefreshEvery:  c.Refresh,
 		RefreshBefore: c.RefreshBefore,
 		MaxStale:      c.MaxStale,
-		RevokeOld:     revokesOld(c),
+		RevokeOld:     c.RevokeOld,
 		Key:           s.key,
 		Log:           opts.Log,
 		Secrets:       s.secrets,
@@ -139,13 +139,6 @@ func (s *Set) Reconfigure(creds []config.Credential, opts SetOptions) (next *Set
 	}
 	slices.Sort(next.names)
 	return next, added, removed, nil
-}
-
-// revokesOld reports whether superseded values are revoked once drained:
-// revoke_old for Vault leases; for OAuth2, whenever a revocation_url says
-// where (RFC 7009).
-func revokesOld(c config.Credential) bool {
-	return c.RevokeOld || (c.Source == config.SourceOAuth2 && c.RevocationURL != "")
 }
 
 // sameCredential compares two configurations of a credential, ignoring

@@ -245,19 +245,3 @@ func TestReconfigureKeepsUnchangedHolders(t *testing.T) {
 		t.Error("a bad credential was accepted")
 	}
 }
-
-func TestOAuth2RevocationURLRevokesSuperseded(t *testing.T) {
-	for _, tc := range []struct {
-		c    config.Credential
-		want bool
-	}{
-		{config.Credential{Source: config.SourceOAuth2, RevocationURL: "https://a/revoke"}, true},
-		{config.Credential{Source: config.SourceOAuth2}, false},
-		{config.Credential{Source: config.SourceVaultLease, RevokeOld: true}, true},
-		{config.Credential{Source: config.SourceVaultLease}, false},
-	} {
-		if got := revokesOld(tc.c); got != tc.want {
-			t.Errorf("revokesOld(%+v) = %v", tc.c, got)
-		}
-	}
-}
