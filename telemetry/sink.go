@@ -5,6 +5,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // LineSink writes log lines off the request path: Submit hands a finished
@@ -14,7 +15,10 @@ import (
 type LineSink struct {
 	w     io.Writer
 	scrub func([]byte) []byte
+	every time.Duration
 	queue chan *Line
+	wake  chan struct{} // the queue is half full: write now
+	stop  chan struct{} // closed by Close
 	pool  sync.Pool
 	done  chan struct{}
 	once  sync.Once
@@ -26,9 +30,12 @@ type LineSink struct {
 type Line struct{ B []byte }
 
 // NewLineSink starts the writer goroutine; Close stops it. queue bounds the
-// lines waiting to be written.
-func NewLineSink(w io.Writer, scrub func([]byte) []byte, queue int) *LineSink {
-	s := &LineSink{w: w, scrub: scrub, queue: make(chan *Line, queue), done: make(chan struct{})}
+// lines waiting to be written. A line is written at most `every` after it
+// is submitted, sooner when the queue is half full; every = 0 writes lines
+// as soon as the writer gets to them.
+func NewLineSink(w io.Writer, scrub func([]byte) []byte, queue int, every time.Duration) *LineSink {
+	s := &LineSink{w: w, scrub: scrub, every: every, queue: make(chan *Line, queue),
+		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	s.pool.New = func() any { return &Line{B: make([]byte, 0, 512)} }
 	go s.run()
 	return s
@@ -49,35 +56,72 @@ func (s *LineSink) Submit(l *Line) {
 	default:
 		s.dropped.Add(1)
 		s.pool.Put(l)
+		return
+	}
+	if len(s.queue) >= cap(s.queue)/2 {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
 // Dropped is the number of lines dropped because the queue was full.
 func (s *LineSink) Dropped() uint64 { return s.dropped.Load() }
 
-// run writes queued lines in batches: lines go into a buffer that is
-// flushed whenever the queue is empty (or the buffer fills), so a busy proxy
-// makes one write call per batch, not one per request.
+// run writes queued lines in batches. It waits for the first line of a
+// batch, then lets lines gather for up to every (or until the queue is half
+// full) before writing them all in one call. Waking the writer for each line
+// would cost a goroutine switch and a write call per request; a send into a
+// buffered channel with no receiver waiting costs neither. An idle sink
+// sleeps without a timer.
 func (s *LineSink) run() {
 	defer close(s.done)
 	bw := bufio.NewWriterSize(s.w, 64<<10)
-	for l := range s.queue {
+	var timer *time.Timer
+	if s.every > 0 {
+		timer = time.NewTimer(s.every)
+		timer.Stop()
+	}
+	for {
+		l, ok := <-s.queue
+		if !ok {
+			_ = bw.Flush()
+			return
+		}
 		s.write(bw, l)
-		for drained := false; !drained; {
+		if timer != nil {
+			timer.Reset(s.every)
 			select {
-			case l, ok := <-s.queue:
-				if !ok {
-					_ = bw.Flush()
-					return
-				}
-				s.write(bw, l)
-			default:
-				drained = true
+			case <-timer.C:
+			case <-s.wake:
+				timer.Stop()
+			case <-s.stop:
+				timer.Stop()
 			}
+		}
+		if !s.drain(bw) {
+			_ = bw.Flush()
+			return
 		}
 		_ = bw.Flush()
 	}
-	_ = bw.Flush()
+}
+
+// drain writes the lines queued now into bw; false once the queue is
+// closed and empty.
+func (s *LineSink) drain(bw *bufio.Writer) bool {
+	for {
+		select {
+		case l, ok := <-s.queue:
+			if !ok {
+				return false
+			}
+			s.write(bw, l)
+		default:
+			return true
+		}
+	}
 }
 
 func (s *LineSink) write(bw *bufio.Writer, l *Line) {
@@ -91,7 +135,10 @@ func (s *LineSink) write(bw *bufio.Writer, l *Line) {
 
 // Close writes what is queued, then stops. Submit must not be called after.
 func (s *LineSink) Close() {
-	s.once.Do(func() { close(s.queue) })
+	s.once.Do(func() {
+		close(s.stop)
+		close(s.queue)
+	})
 	<-s.done
 }
 

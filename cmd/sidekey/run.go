@@ -78,6 +78,11 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer, onListen l
 }
 
 // newDaemon builds logging, telemetry, holders, proxy and admin for cfg.
+// auditFlushEvery is how long an audit line may wait to be written with
+// others in one batch (nginx's access_log flush=, Envoy's access log flush
+// interval). A busy proxy then makes one write per batch, not per request.
+const auditFlushEvery = 100 * time.Millisecond
+
 func newDaemon(ctx context.Context, cfg *config.Config, stderr io.Writer) (*daemon, error) {
 	if err := supported(cfg); err != nil {
 		return nil, err
@@ -148,7 +153,7 @@ func (d *daemon) startTelemetry(ctx context.Context, cfg *config.Config) error {
 		d.log.WithField("exporter", d.tracing.Endpoint()).Info("tracing on")
 	}
 	d.metrics.ObserveCredentials(d.credentialStates)
-	d.audit = telemetry.NewLineSink(d.out, d.red.Bytes, 8192)
+	d.audit = telemetry.NewLineSink(d.out, d.red.Bytes, 8192, auditFlushEvery)
 	return nil
 }
 
