@@ -43,7 +43,10 @@ func (p *Proxy) handle(ctx *fasthttp.RequestCtx) {
 	}
 	t := p.table.Load()
 	p.forward(ctx, t, x, rec)
-	now := time.Now()
+	now := rec.end // the upstream answer's time: one clock reading fewer
+	if now.IsZero() {
+		now = time.Now()
+	}
 	status := ctx.Response.StatusCode()
 	p.observe(t, rec, status, now)
 	rec.endServerSpan(status)
@@ -66,6 +69,7 @@ func (p *Proxy) observe(t *table, rec *record, status int, now time.Time) {
 // request. It lives in the pooled exchange.
 type record struct {
 	start    time.Time
+	end      time.Time     // when the upstream call returned; zero: none
 	upstream time.Duration // time in the upstream call; <0: none
 	route    *route
 	version  *injector.Version // the version the request holds; released at the end
@@ -99,7 +103,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, x *exchange, rec *re
 		}
 		rec.version = v // released by handle
 	}
-	if req.IsBodyStream() {
+	if req.IsBodyStream() && !bodyRead(&req.Header) {
 		// A streamed upload may outlast the server's read timeout, which
 		// exists to bound slow headers; the route timeout bounds the rest.
 		_ = ctx.SetReadDeadline(time.Time{})
@@ -144,7 +148,8 @@ func (p *Proxy) exchange(ctx *fasthttp.RequestCtx, x *exchange, rt *route, rec *
 	if err == nil && resp.StatusCode() == fasthttp.StatusUnauthorized && replayable(&ctx.Request, rec) {
 		err = p.retryUnauthorized(ctx, x, rt, rec)
 	}
-	rec.upstream = time.Since(start)
+	rec.end = time.Now()
+	rec.upstream = rec.end.Sub(start)
 	endClientSpan(span, resp.StatusCode(), err)
 	if err != nil {
 		status, code := errorStatus(err)
@@ -156,6 +161,17 @@ func (p *Proxy) exchange(ctx *fasthttp.RequestCtx, x *exchange, rt *route, rec *
 	if resp.IsBodyStream() {
 		resp.ImmediateHeaderFlush = true
 	}
+}
+
+// preReadMax is how much of a body of known length fasthttp's server reads
+// with the headers before handing the rest over as a stream.
+const preReadMax = 8 << 10
+
+// bodyRead reports a request body that was read whole with the headers, so
+// that the server's read deadline no longer matters to it.
+func bodyRead(h *fasthttp.RequestHeader) bool {
+	cl := h.ContentLength()
+	return cl >= 0 && cl <= preReadMax
 }
 
 // prepare rewrites the app's request in place for the upstream: hop-by-hop

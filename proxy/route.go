@@ -57,8 +57,14 @@ type Holders interface {
 	Holder(name string) *injector.Holder
 }
 
-// clientReadBuffer bounds upstream response headers; requests get the same.
-const clientReadBuffer = 16 << 10
+// clientReadBuffer bounds upstream response headers. clientWriteBuffer only
+// gathers a request's head and small body into one write; larger bodies go
+// to the connection directly, so a bigger buffer would only cost memory for
+// every request in flight.
+const (
+	clientReadBuffer  = 16 << 10
+	clientWriteBuffer = 4 << 10
+)
 
 func compileRoute(rc config.Route, holders Holders, opts Options) (*route, error) {
 	u := rc.Upstream
@@ -135,7 +141,7 @@ func (rt *route) newClient() *fasthttp.HostClient {
 		MaxConns:                 1024,
 		MaxIdleConnDuration:      30 * time.Second,
 		ReadBufferSize:           clientReadBuffer,
-		WriteBufferSize:          clientReadBuffer,
+		WriteBufferSize:          clientWriteBuffer,
 		Transport:                upstreamTransport{bufferMax: bufferedBodyMax},
 		Dial:                     rt.dialIdle,
 	}

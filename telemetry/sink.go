@@ -1,7 +1,6 @@
 package telemetry
 
 import (
-	"bufio"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -71,13 +70,14 @@ func (s *LineSink) Dropped() uint64 { return s.dropped.Load() }
 
 // run writes queued lines in batches. It waits for the first line of a
 // batch, then lets lines gather for up to every (or until the queue is half
-// full) before writing them all in one call. Waking the writer for each line
-// would cost a goroutine switch and a write call per request; a send into a
-// buffered channel with no receiver waiting costs neither. An idle sink
+// full) before scrubbing and writing them all at once. Waking the writer
+// for each line would cost a goroutine switch and a write call per request;
+// a send into a buffered channel with no receiver waiting costs neither,
+// and one scrub over a batch is cheaper than one per line. An idle sink
 // sleeps without a timer.
 func (s *LineSink) run() {
 	defer close(s.done)
-	bw := bufio.NewWriterSize(s.w, 64<<10)
+	var buf []byte
 	var timer *time.Timer
 	if s.every > 0 {
 		timer = time.NewTimer(s.every)
@@ -86,10 +86,9 @@ func (s *LineSink) run() {
 	for {
 		l, ok := <-s.queue
 		if !ok {
-			_ = bw.Flush()
 			return
 		}
-		s.write(bw, l)
+		buf = s.add(buf[:0], l)
 		if timer != nil {
 			timer.Reset(s.every)
 			select {
@@ -100,37 +99,55 @@ func (s *LineSink) run() {
 				timer.Stop()
 			}
 		}
-		if !s.drain(bw) {
-			_ = bw.Flush()
+		buf, ok = s.drain(buf)
+		s.write(buf)
+		if !ok {
 			return
 		}
-		_ = bw.Flush()
+		if cap(buf) > batchMax {
+			buf = nil // a burst's buffer is not kept
+		}
 	}
 }
 
-// drain writes the lines queued now into bw; false once the queue is
-// closed and empty.
-func (s *LineSink) drain(bw *bufio.Writer) bool {
+// batchMax is the most a batch gathers before it is written.
+const batchMax = 256 << 10
+
+// drain adds the lines queued now to buf, up to batchMax, writing full
+// batches as it goes; ok is false once the queue is closed and empty.
+func (s *LineSink) drain(buf []byte) (_ []byte, ok bool) {
 	for {
 		select {
 		case l, ok := <-s.queue:
 			if !ok {
-				return false
+				return buf, false
 			}
-			s.write(bw, l)
+			if len(buf)+len(l.B) > batchMax {
+				s.write(buf)
+				buf = buf[:0]
+			}
+			buf = s.add(buf, l)
 		default:
-			return true
+			return buf, true
 		}
 	}
 }
 
-func (s *LineSink) write(bw *bufio.Writer, l *Line) {
-	b := l.B
+func (s *LineSink) add(buf []byte, l *Line) []byte {
+	buf = append(buf, l.B...)
+	s.pool.Put(l)
+	return buf
+}
+
+// write scrubs a batch and writes it in one call.
+func (s *LineSink) write(b []byte) {
+	if len(b) == 0 {
+		return
+	}
 	if s.scrub != nil {
 		b = s.scrub(b)
 	}
-	_, _ = bw.Write(b)
-	s.pool.Put(l)
+	_, _ = s.w.Write(b)
 }
 
 // Close writes what is queued, then stops. Submit must not be called after.
