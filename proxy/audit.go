@@ -12,17 +12,17 @@ import (
 )
 
 // audit writes the canonical line for one request (SPEC "Log lines") into a
-// pooled buffer, without reflection, and hands it to the sink, which scrubs
-// and writes it off the request goroutine. It names the credential, its
+// pooled buffer, without reflection, and hands it to the sink, which batches,
+// scrubs and writes it off the request goroutine. It names the credential, its
 // version and fingerprint, never its value; the logged path carries the
 // app's query, which never holds the injected parameter.
-func (p *Proxy) audit(ctx *fasthttp.RequestCtx, rec *record, now time.Time) {
+func (p *Proxy) audit(ctx *fasthttp.RequestCtx, x *exchange, now time.Time) {
 	sink := p.opts.Audit
 	if sink == nil || !p.auditOn.Load() {
 		return
 	}
-	l := sink.Get()
-	b := l.B
+	rec := &x.rec
+	b := x.line[:0]
 	text := p.opts.AuditText
 	b = auditStart(b, now, text)
 	b = field(b, "method", ctx.Method(), text)
@@ -51,8 +51,8 @@ func (p *Proxy) audit(ctx *fasthttp.RequestCtx, rec *record, now time.Time) {
 	} else {
 		b = append(b, "}\n"...)
 	}
-	l.B = b
-	sink.Submit(l)
+	x.line = b
+	sink.Submit(b)
 }
 
 func auditStart(b []byte, now time.Time, text bool) []byte {

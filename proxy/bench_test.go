@@ -44,7 +44,7 @@ func benchProxy(b *testing.B) (*Proxy, func()) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	sink := telemetry.NewLineSink(discard{}, nil, 1<<16, 100*time.Millisecond)
+	sink := telemetry.NewLineSink(discard{}, nil, 1<<20, 100*time.Millisecond)
 	u, _ := url.Parse("http://upstream.local")
 	cfg := &config.Config{Log: config.Log{Requests: true, Level: "info"}, Routes: []config.Route{{
 		Name: "r", PathPrefix: "/api/", Upstream: u, StripPrefix: true, Timeout: 5 * time.Second,

@@ -21,6 +21,7 @@ type exchange struct {
 	path []byte // rewritten upstream path
 	log  []byte // logged path
 	rid  []byte // generated request ID
+	line []byte // audit line
 }
 
 var exchanges = sync.Pool{New: func() any { return new(exchange) }}
@@ -50,7 +51,7 @@ func (p *Proxy) handle(ctx *fasthttp.RequestCtx) {
 	status := ctx.Response.StatusCode()
 	p.observe(t, rec, status, now)
 	rec.endServerSpan(status)
-	p.audit(ctx, rec, now)
+	p.audit(ctx, x, now)
 	rec.release() // after the audit line and span have read the version
 }
 

@@ -7,155 +7,136 @@ import (
 	"time"
 )
 
-// LineSink writes log lines off the request path: Submit hands a finished
-// line to a background writer and never blocks; when the queue is full the
-// line is dropped and counted, so a slow log sink can never stall traffic.
-// Every line passes through Scrub before it is written.
+// LineSink writes log lines off the request path. Submit copies a finished
+// line into the batch being filled and never blocks on the output; a
+// background writer scrubs each batch and writes it in one call. When the
+// batch is full because the output is slow, lines are dropped and counted,
+// so a slow log sink can never stall traffic.
+//
+// The batch is written at most `every` after its first line, or sooner once
+// it holds 64 KiB (nginx's access_log buffer). A busy proxy thus makes a
+// few write calls a second instead of one per request, and never wakes the
+// writer per line. Two batch buffers take turns, one filling while the other
+// is written; they grow past 64 KiB only while the writer falls behind, up
+// to the sink's size.
 type LineSink struct {
 	w     io.Writer
 	scrub func([]byte) []byte
 	every time.Duration
-	queue chan *Line
-	wake  chan struct{} // the queue is half full: write now
+	max   int // bytes waiting, at most
+	at    int // bytes that wake the writer before every is up
+
+	mu  sync.Mutex
+	cur []byte // the batch being filled; guarded by mu
+
+	first chan struct{} // a line went into an empty batch
+	full  chan struct{} // the batch is big enough to write now
 	stop  chan struct{} // closed by Close
-	pool  sync.Pool
 	done  chan struct{}
 	once  sync.Once
 
 	dropped atomic.Uint64
 }
 
-// Line is a reusable line buffer; fill B and Submit it.
-type Line struct{ B []byte }
+// sinkBatch is the batch size that wakes the writer early.
+const sinkBatch = 64 << 10
 
-// NewLineSink starts the writer goroutine; Close stops it. queue bounds the
-// lines waiting to be written. A line is written at most `every` after it
-// is submitted, sooner when the queue is half full; every = 0 writes lines
-// as soon as the writer gets to them.
-func NewLineSink(w io.Writer, scrub func([]byte) []byte, queue int, every time.Duration) *LineSink {
-	s := &LineSink{w: w, scrub: scrub, every: every, queue: make(chan *Line, queue),
-		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
-	s.pool.New = func() any { return &Line{B: make([]byte, 0, 512)} }
+// NewLineSink starts the writer goroutine; Close stops it. size bounds the
+// bytes waiting to be written. every = 0 writes each batch as soon as the
+// writer gets to it.
+func NewLineSink(w io.Writer, scrub func([]byte) []byte, size int, every time.Duration) *LineSink {
+	s := &LineSink{w: w, scrub: scrub, every: every, max: size, at: min(sinkBatch, size/2),
+		cur:   make([]byte, 0, min(size, 16<<10)),
+		first: make(chan struct{}, 1), full: make(chan struct{}, 1),
+		stop: make(chan struct{}), done: make(chan struct{})}
 	go s.run()
 	return s
 }
 
-// Get returns an empty line to fill.
-func (s *LineSink) Get() *Line {
-	l := s.pool.Get().(*Line)
-	l.B = l.B[:0]
-	return l
-}
-
-// Submit queues l for writing, or drops it when the queue is full. l must
-// not be used afterwards.
-func (s *LineSink) Submit(l *Line) {
-	select {
-	case s.queue <- l:
-	default:
+// Submit copies line, which must be whole lines, into the current batch, or
+// drops it when the batch has no room. The caller keeps line.
+func (s *LineSink) Submit(line []byte) {
+	s.mu.Lock()
+	n := len(s.cur)
+	if n+len(line) > s.max {
+		s.mu.Unlock()
 		s.dropped.Add(1)
-		s.pool.Put(l)
 		return
 	}
-	if len(s.queue) >= cap(s.queue)/2 {
-		select {
-		case s.wake <- struct{}{}:
-		default:
-		}
+	s.cur = append(s.cur, line...)
+	wake := n < s.at && len(s.cur) >= s.at
+	s.mu.Unlock()
+	if n == 0 {
+		signal(s.first)
+	}
+	if wake {
+		signal(s.full)
 	}
 }
 
-// Dropped is the number of lines dropped because the queue was full.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// Dropped is the number of lines dropped because the batch was full.
 func (s *LineSink) Dropped() uint64 { return s.dropped.Load() }
 
-// run writes queued lines in batches. It waits for the first line of a
-// batch, then lets lines gather for up to every (or until the queue is half
-// full) before scrubbing and writing them all at once. Waking the writer
-// for each line would cost a goroutine switch and a write call per request;
-// a send into a buffered channel with no receiver waiting costs neither,
-// and one scrub over a batch is cheaper than one per line. An idle sink
-// sleeps without a timer.
+// run waits for the first line of a batch, lets lines gather for up to
+// every or until the batch is big enough, then swaps the batch out and
+// writes it. An idle sink sleeps without a timer.
 func (s *LineSink) run() {
 	defer close(s.done)
-	var buf []byte
+	spare := make([]byte, 0, min(s.max, 16<<10))
 	var timer *time.Timer
 	if s.every > 0 {
 		timer = time.NewTimer(s.every)
 		timer.Stop()
 	}
 	for {
-		l, ok := <-s.queue
-		if !ok {
+		select {
+		case <-s.first:
+		case <-s.stop:
+			s.flush(spare)
 			return
 		}
-		buf = s.add(buf[:0], l)
 		if timer != nil {
 			timer.Reset(s.every)
 			select {
 			case <-timer.C:
-			case <-s.wake:
+			case <-s.full:
 				timer.Stop()
 			case <-s.stop:
 				timer.Stop()
 			}
 		}
-		buf, ok = s.drain(buf)
-		s.write(buf)
-		if !ok {
-			return
+		spare = s.flush(spare)
+	}
+}
+
+// flush swaps spare in as the batch being filled, then scrubs and writes
+// the batch taken out; it returns that batch, emptied, as the next spare.
+func (s *LineSink) flush(spare []byte) []byte {
+	s.mu.Lock()
+	b := s.cur
+	s.cur = spare[:0]
+	s.mu.Unlock()
+	if len(b) > 0 {
+		out := b
+		if s.scrub != nil {
+			out = s.scrub(out)
 		}
-		if cap(buf) > batchMax {
-			buf = nil // a burst's buffer is not kept
-		}
+		_, _ = s.w.Write(out)
 	}
+	return b[:0]
 }
 
-// batchMax is the most a batch gathers before it is written.
-const batchMax = 256 << 10
-
-// drain adds the lines queued now to buf, up to batchMax, writing full
-// batches as it goes; ok is false once the queue is closed and empty.
-func (s *LineSink) drain(buf []byte) (_ []byte, ok bool) {
-	for {
-		select {
-		case l, ok := <-s.queue:
-			if !ok {
-				return buf, false
-			}
-			if len(buf)+len(l.B) > batchMax {
-				s.write(buf)
-				buf = buf[:0]
-			}
-			buf = s.add(buf, l)
-		default:
-			return buf, true
-		}
-	}
-}
-
-func (s *LineSink) add(buf []byte, l *Line) []byte {
-	buf = append(buf, l.B...)
-	s.pool.Put(l)
-	return buf
-}
-
-// write scrubs a batch and writes it in one call.
-func (s *LineSink) write(b []byte) {
-	if len(b) == 0 {
-		return
-	}
-	if s.scrub != nil {
-		b = s.scrub(b)
-	}
-	_, _ = s.w.Write(b)
-}
-
-// Close writes what is queued, then stops. Submit must not be called after.
+// Close writes what is waiting, then stops. Submit must not be called
+// after.
 func (s *LineSink) Close() {
-	s.once.Do(func() {
-		close(s.stop)
-		close(s.queue)
-	})
+	s.once.Do(func() { close(s.stop) })
 	<-s.done
 }
 

@@ -83,6 +83,11 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer, onListen l
 // interval). A busy proxy then makes one write per batch, not per request.
 const auditFlushEvery = 100 * time.Millisecond
 
+// auditBatch bounds the audit bytes waiting to be written, about 3,000
+// lines. Lines beyond it are dropped (and counted) rather than stalling
+// requests behind a slow log sink.
+const auditBatch = 1 << 20
+
 func newDaemon(ctx context.Context, cfg *config.Config, stderr io.Writer) (*daemon, error) {
 	if err := supported(cfg); err != nil {
 		return nil, err
@@ -153,7 +158,7 @@ func (d *daemon) startTelemetry(ctx context.Context, cfg *config.Config) error {
 		d.log.WithField("exporter", d.tracing.Endpoint()).Info("tracing on")
 	}
 	d.metrics.ObserveCredentials(d.credentialStates)
-	d.audit = telemetry.NewLineSink(d.out, d.red.Bytes, 8192, auditFlushEvery)
+	d.audit = telemetry.NewLineSink(d.out, d.red.Bytes, auditBatch, auditFlushEvery)
 	return nil
 }
 
