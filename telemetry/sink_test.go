@@ -43,7 +43,7 @@ func (w blockingWriter) Write(p []byte) (int, error) { <-w.release; return len(p
 func TestLineSinkNeverBlocksOnSlowWriter(t *testing.T) {
 	w := blockingWriter{release: make(chan struct{})}
 	s := NewLineSink(w, nil, 40, 0) // room for 20 lines of 2 bytes
-	for i := 0; i < 200; i++ { // would block forever if Submit waited
+	for i := 0; i < 200; i++ {      // would block forever if Submit waited
 		s.Submit([]byte("x\n"))
 	}
 	// The writer holds at most one batch and the sink one more; the rest
