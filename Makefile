@@ -5,13 +5,17 @@ BIN      ?= bin/sidekey
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT   ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+# grpcnotrace leaves out grpc's x/net/trace debug pages, which sidekey never
+# serves; they pull in html/template, which keeps every exported method of
+# every type in the binary: a quarter of its size and 3 MiB of resident memory.
+TAGS     := grpcnotrace
 FUZZTIME ?= 10s
 
 .PHONY: build run test unit e2e fuzz lint bench bench-go bench-smoke clean
 
 # The same static build as the Dockerfile.
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/sidekey
+	CGO_ENABLED=0 $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/sidekey
 
 run: build
 	./$(BIN) demo

@@ -61,7 +61,7 @@ func runMain(m *testing.M) int {
 		}
 	} else {
 		binPath = filepath.Join(bin, "sidekey")
-		build := exec.Command("go", "build", "-o", binPath, "./cmd/sidekey")
+		build := exec.Command("go", "build", "-tags", "grpcnotrace", "-o", binPath, "./cmd/sidekey")
 		build.Dir = ".."
 		if out, err := build.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "e2e: go build ./cmd/sidekey failed: %v\n%s", err, out)

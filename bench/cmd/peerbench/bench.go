@@ -136,7 +136,7 @@ func (b *bench) build(ctx context.Context) error {
 	}
 	for name, pkg := range pkgs {
 		out := filepath.Join(bin, name)
-		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, pkg)
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-tags", "grpcnotrace", "-o", out, pkg)
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if msg, err := cmd.CombinedOutput(); err != nil {
