@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,8 +22,10 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/sdk/instrumentation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/exemplar"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
 
 // RouteNone is the route label of requests that matched no route.
@@ -97,15 +101,16 @@ type MetricsOptions struct {
 // is configured, over OTLP.
 //
 // All methods are safe for concurrent use. The request path
-// (RouteMetrics.Observe, InflightAdd) allocates nothing in steady state.
+// (RouteMetrics.Observe, InflightAdd) takes no lock and allocates nothing:
+// the per-request series (requests, both durations) are plain atomic
+// counters, aggregated into OpenTelemetry data only when a reader collects
+// (see Produce).
 type Metrics struct {
 	provider *sdkmetric.MeterProvider
 	handler  http.Handler
 	now      func() time.Time
+	start    time.Time // start of the cumulative request series
 
-	requests  metric.Int64Counter
-	duration  metric.Float64Histogram
-	upstream  metric.Float64Histogram
 	inflight  metric.Int64ObservableGauge
 	rotations metric.Int64Counter
 
@@ -143,8 +148,10 @@ func NewMetrics(opts MetricsOptions) (*Metrics, error) {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	prod := &producer{}
 	promExporter, err := otelprom.New(
 		otelprom.WithRegisterer(reg),
+		otelprom.WithProducer(prod),
 		otelprom.WithTranslationStrategy(otlptranslator.UnderscoreEscapingWithSuffixes),
 		otelprom.WithoutScopeInfo(), // no otel_scope_* labels: only the documented ones
 	)
@@ -159,7 +166,7 @@ func NewMetrics(opts MetricsOptions) (*Metrics, error) {
 		sdkmetric.WithExemplarFilter(exemplar.AlwaysOffFilter),
 	}
 	if endpoint := otlpEndpoint(opts.OTLPEndpoint); endpoint != "" {
-		reader, err := newOTLPMetricReader(ctx, endpoint)
+		reader, err := newOTLPMetricReader(ctx, endpoint, prod)
 		if err != nil {
 			return nil, err
 		}
@@ -174,6 +181,8 @@ func NewMetrics(opts MetricsOptions) (*Metrics, error) {
 	if m.now == nil {
 		m.now = time.Now
 	}
+	m.start = m.now()
+	prod.m.Store(m)
 	if err := m.instruments(); err != nil {
 		_ = m.provider.Shutdown(ctx)
 		return nil, err
@@ -183,7 +192,7 @@ func NewMetrics(opts MetricsOptions) (*Metrics, error) {
 
 // newOTLPMetricReader pushes metrics to endpoint over OTLP/gRPC or
 // OTLP/HTTP, chosen as parseOTLPEndpoint documents.
-func newOTLPMetricReader(ctx context.Context, endpoint string) (sdkmetric.Reader, error) {
+func newOTLPMetricReader(ctx context.Context, endpoint string, prod sdkmetric.Producer) (sdkmetric.Reader, error) {
 	target, err := parseOTLPEndpoint(endpoint, otlpProtocol("METRICS"))
 	if err != nil {
 		return nil, err
@@ -208,21 +217,13 @@ func newOTLPMetricReader(ctx context.Context, endpoint string) (sdkmetric.Reader
 	if err != nil {
 		return nil, fmt.Errorf("otlp metric exporter %q: %w", endpoint, err)
 	}
-	return sdkmetric.NewPeriodicReader(exp), nil
+	return sdkmetric.NewPeriodicReader(exp, sdkmetric.WithProducer(prod)), nil
 }
 
 // instruments creates every instrument and the callback of the gauges.
 func (m *Metrics) instruments() error {
 	meter := m.provider.Meter(instrumentationName)
 	var errs [8]error
-	m.requests, errs[0] = meter.Int64Counter(nameRequests, metric.WithUnit(unitRequests),
-		metric.WithDescription("Requests answered, by route and status code."))
-	m.duration, errs[1] = meter.Float64Histogram(nameRequestDuration, metric.WithUnit(unitSeconds),
-		metric.WithDescription("Time from request received to response written, by route."),
-		metric.WithExplicitBucketBoundaries(DurationBuckets...))
-	m.upstream, errs[2] = meter.Float64Histogram(nameUpstream, metric.WithUnit(unitSeconds),
-		metric.WithDescription("Time spent in the upstream call, by route."),
-		metric.WithExplicitBucketBoundaries(DurationBuckets...))
 	m.inflight, errs[3] = meter.Int64ObservableGauge(nameInflight, metric.WithUnit(unitRequests),
 		metric.WithDescription("Requests being served now."))
 	m.rotations, errs[4] = meter.Int64Counter(nameRotations, metric.WithUnit(unitRotations),
@@ -256,9 +257,7 @@ func (m *Metrics) Route(name string) *RouteMetrics {
 	if rm, ok := m.routes[name]; ok {
 		return rm
 	}
-	rm := &RouteMetrics{m: m, name: name}
-	rm.record = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attrRoute.String(name)))}
-	rm.other = rm.addOptions(codeOther)
+	rm := &RouteMetrics{name: name, attrs: attribute.NewSet(attrRoute.String(name))}
 	m.routes[name] = rm
 	return rm
 }
@@ -372,17 +371,15 @@ func (m *Metrics) Shutdown(ctx context.Context) error {
 	return m.shutdownErr
 }
 
-// RouteMetrics are one route's instruments with their attributes bound in
-// advance. Observe is safe for concurrent use and allocates nothing once a
-// status code has been seen on the route.
+// RouteMetrics are one route's request series. Observe is safe for
+// concurrent use, takes no lock and allocates nothing.
 type RouteMetrics struct {
-	m      *Metrics
-	name   string
-	record []metric.RecordOption // {route}
-	other  []metric.AddOption    // {route, code="other"}
-	// codes holds the {route, code} options per status code, built on the
-	// code's first use.
-	codes [codeMax - codeMin + 1]atomic.Pointer[[]metric.AddOption]
+	name  string
+	attrs attribute.Set // {route}
+	codes [codeMax - codeMin + 1]atomic.Uint64
+	other atomic.Uint64
+	// duration and upstream are the two histograms.
+	duration, upstream histogram
 }
 
 // Name is the route label.
@@ -392,32 +389,116 @@ func (rm *RouteMetrics) Name() string { return rm.name }
 // and its upstream time (upstream < 0: no upstream call was made, as for a
 // 503 without a credential).
 func (rm *RouteMetrics) Observe(code int, total, upstream time.Duration) {
-	ctx := context.Background()
-	rm.m.requests.Add(ctx, 1, rm.codeOptions(code)...)
-	rm.m.duration.Record(ctx, total.Seconds(), rm.record...)
-	if upstream >= 0 {
-		rm.m.upstream.Record(ctx, upstream.Seconds(), rm.record...)
-	}
-}
-
-// codeOptions returns the {route, code} options, lock-free: one atomic load
-// once built. Two first uses racing build equal values; either is kept.
-func (rm *RouteMetrics) codeOptions(code int) []metric.AddOption {
 	if code < codeMin || code > codeMax {
-		return rm.other
+		rm.other.Add(1)
+	} else {
+		rm.codes[code-codeMin].Add(1)
 	}
-	p := &rm.codes[code-codeMin]
-	if opts := p.Load(); opts != nil {
-		return *opts
+	rm.duration.observe(total)
+	if upstream >= 0 {
+		rm.upstream.observe(upstream)
 	}
-	opts := rm.addOptions(strconv.Itoa(code))
-	if !p.CompareAndSwap(nil, &opts) {
-		return *p.Load()
-	}
-	return opts
 }
 
-func (rm *RouteMetrics) addOptions(code string) []metric.AddOption {
-	set := attribute.NewSet(attrRoute.String(rm.name), attrCode.String(code))
-	return []metric.AddOption{metric.WithAttributeSet(set)}
+// bucketBounds are DurationBuckets as durations, for comparing without a
+// conversion per request.
+var bucketBounds = func() []time.Duration {
+	b := make([]time.Duration, len(DurationBuckets))
+	for i, s := range DurationBuckets {
+		b[i] = time.Duration(math.Round(s * float64(time.Second)))
+	}
+	return b
+}()
+
+// histogram is an explicit-bucket histogram of durations made of atomic
+// counters. A collection reads the buckets one by one while requests keep
+// adding, so the sum may be a request ahead of or behind the counts; the
+// counts themselves are always consistent with the total.
+type histogram struct {
+	counts [17]atomic.Uint64 // len(DurationBuckets)+1; the last is +Inf
+	sum    atomic.Int64      // nanoseconds
+}
+
+func (h *histogram) observe(d time.Duration) {
+	i := 0
+	for i < len(bucketBounds) && d > bucketBounds[i] {
+		i++
+	}
+	h.counts[i].Add(1)
+	h.sum.Add(int64(d))
+}
+
+// point is the histogram's cumulative data point; ok is false before the
+// first observation, so that a series appears with its first request.
+func (h *histogram) point(attrs attribute.Set, start, now time.Time) (metricdata.HistogramDataPoint[float64], bool) {
+	counts := make([]uint64, len(h.counts))
+	var total uint64
+	for i := range h.counts {
+		counts[i] = h.counts[i].Load()
+		total += counts[i]
+	}
+	if total == 0 {
+		return metricdata.HistogramDataPoint[float64]{}, false
+	}
+	return metricdata.HistogramDataPoint[float64]{
+		Attributes: attrs, StartTime: start, Time: now,
+		Count: total, Bounds: DurationBuckets, BucketCounts: counts,
+		Sum: time.Duration(h.sum.Load()).Seconds(),
+	}, true
+}
+
+// producer hands the request series to every reader at collection time;
+// it is built before the Metrics it reads, hence the pointer.
+type producer struct{ m atomic.Pointer[Metrics] }
+
+// Produce implements sdkmetric.Producer: sidekey_requests_total and both
+// duration histograms, one series per route (and status code) that has
+// seen a request, cumulative since start-up.
+func (p *producer) Produce(context.Context) ([]metricdata.ScopeMetrics, error) {
+	m := p.m.Load()
+	if m == nil {
+		return nil, nil
+	}
+	m.mu.Lock()
+	routes := make([]*RouteMetrics, 0, len(m.routes))
+	for _, rm := range m.routes {
+		routes = append(routes, rm)
+	}
+	m.mu.Unlock()
+	slices.SortFunc(routes, func(a, b *RouteMetrics) int { return strings.Compare(a.name, b.name) })
+	now := m.now()
+	requests := metricdata.Sum[int64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: true}
+	duration := metricdata.Histogram[float64]{Temporality: metricdata.CumulativeTemporality}
+	upstream := metricdata.Histogram[float64]{Temporality: metricdata.CumulativeTemporality}
+	for _, rm := range routes {
+		for i := range rm.codes {
+			if n := rm.codes[i].Load(); n > 0 {
+				requests.DataPoints = append(requests.DataPoints, rm.requestPoint(strconv.Itoa(codeMin+i), n, m.start, now))
+			}
+		}
+		if n := rm.other.Load(); n > 0 {
+			requests.DataPoints = append(requests.DataPoints, rm.requestPoint(codeOther, n, m.start, now))
+		}
+		if dp, ok := rm.duration.point(rm.attrs, m.start, now); ok {
+			duration.DataPoints = append(duration.DataPoints, dp)
+		}
+		if dp, ok := rm.upstream.point(rm.attrs, m.start, now); ok {
+			upstream.DataPoints = append(upstream.DataPoints, dp)
+		}
+	}
+	return []metricdata.ScopeMetrics{{
+		Scope: instrumentation.Scope{Name: instrumentationName},
+		Metrics: []metricdata.Metrics{
+			{Name: nameRequests, Unit: unitRequests, Description: "Requests answered, by route and status code.", Data: requests},
+			{Name: nameRequestDuration, Unit: unitSeconds, Description: "Time from request received to response written, by route.", Data: duration},
+			{Name: nameUpstream, Unit: unitSeconds, Description: "Time spent in the upstream call, by route.", Data: upstream},
+		},
+	}}, nil
+}
+
+func (rm *RouteMetrics) requestPoint(code string, n uint64, start, now time.Time) metricdata.DataPoint[int64] {
+	return metricdata.DataPoint[int64]{
+		Attributes: attribute.NewSet(attrRoute.String(rm.name), attrCode.String(code)),
+		StartTime:  start, Time: now, Value: int64(n),
+	}
 }

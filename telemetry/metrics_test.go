@@ -393,3 +393,44 @@ func TestMetricsExportOverOTLP(t *testing.T) {
 		}
 	}
 }
+
+func TestHistogramBucketsMatchPrometheusLe(t *testing.T) {
+	if got, want := len(histogram{}.counts), len(DurationBuckets)+1; got != want {
+		t.Fatalf("histogram has %d buckets for %d bounds; want %d", got, len(DurationBuckets), want)
+	}
+	m := newTestMetrics(t, time.Now())
+	rm := m.Route("api")
+	// A value on a bound counts in that bound's bucket (le is inclusive);
+	// one past the last bound only in +Inf.
+	rm.Observe(200, 500*time.Microsecond, -1)
+	rm.Observe(200, 500*time.Microsecond+1, -1)
+	rm.Observe(503, 61*time.Second, 2*time.Second)
+	fams, _ := scrape(t, m)
+	h := series(t, fams, "sidekey_request_duration_seconds", map[string]string{"route": "api"}).GetHistogram()
+	if h.GetSampleCount() != 3 {
+		t.Fatalf("count %d, want 3", h.GetSampleCount())
+	}
+	if want := 0.0005 + 0.000500001 + 61; math.Abs(h.GetSampleSum()-want) > 1e-9 {
+		t.Errorf("sum %v, want %v", h.GetSampleSum(), want)
+	}
+	cum := map[float64]uint64{}
+	for _, b := range h.GetBucket() {
+		cum[b.GetUpperBound()] = b.GetCumulativeCount()
+	}
+	for le, want := range map[float64]uint64{0.0005: 1, 0.001: 2, 60: 2} {
+		if cum[le] != want {
+			t.Errorf("le=%v: %d, want %d", le, cum[le], want)
+		}
+	}
+	up := series(t, fams, "sidekey_upstream_duration_seconds", map[string]string{"route": "api"}).GetHistogram()
+	if up.GetSampleCount() != 1 || up.GetSampleSum() != 2 {
+		t.Errorf("upstream count %d sum %v, want 1 and 2 (requests without an upstream call are not counted)", up.GetSampleCount(), up.GetSampleSum())
+	}
+	codes := map[string]float64{}
+	for _, code := range []string{"200", "503"} {
+		codes[code] = series(t, fams, "sidekey_requests_total", map[string]string{"route": "api", "code": code}).GetCounter().GetValue()
+	}
+	if codes["200"] != 2 || codes["503"] != 1 {
+		t.Errorf("requests by code %v, want 200:2 503:1", codes)
+	}
+}
