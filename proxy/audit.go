@@ -122,7 +122,20 @@ func fieldMillis(b []byte, k string, d time.Duration, text bool) []byte {
 	} else {
 		b = append(append(append(b, ",\""...), k...), "\":"...)
 	}
-	return strconv.AppendFloat(b, float64(d.Microseconds())/1000, 'f', 3, 64)
+	return appendMillis(b, d)
+}
+
+// appendMillis appends d in milliseconds with three decimals, as
+// strconv.AppendFloat(b, ms, 'f', 3, 64) would, in integer arithmetic.
+func appendMillis(b []byte, d time.Duration) []byte {
+	us := d.Microseconds()
+	if us < 0 {
+		b = append(b, '-')
+		us = -us
+	}
+	b = strconv.AppendInt(b, us/1000, 10)
+	f := us % 1000
+	return append(b, '.', byte('0'+f/100), byte('0'+f/10%10), byte('0'+f%10))
 }
 
 // appendQuoted appends v as a JSON string (also valid logfmt): quotes,
