@@ -77,7 +77,6 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer, onListen l
 	}
 }
 
-// newDaemon builds logging, telemetry, holders, proxy and admin for cfg.
 // auditFlushEvery is how long an audit line may wait to be written with
 // others in one batch (nginx's access_log flush=, Envoy's access log flush
 // interval). A busy proxy then makes one write per batch, not per request.
@@ -88,6 +87,7 @@ const auditFlushEvery = 100 * time.Millisecond
 // requests behind a slow log sink.
 const auditBatch = 1 << 20
 
+// newDaemon builds logging, telemetry, holders, proxy and admin for cfg.
 func newDaemon(ctx context.Context, cfg *config.Config, stderr io.Writer) (*daemon, error) {
 	if err := supported(cfg); err != nil {
 		return nil, err
