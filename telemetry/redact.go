@@ -22,13 +22,25 @@ const Mask = "[REDACTED]"
 type Redactor struct {
 	mu     sync.Mutex
 	counts map[string]int
-	live   atomic.Pointer[[]string] // sorted longest first, immutable
+	live   atomic.Pointer[liveSet] // immutable
+}
+
+// liveSet is the published list of values. Values are looked for longest
+// first, so that a secret containing another is masked whole; and only when
+// their first MinSecretLen bytes occur at all, looked for once per distinct
+// prefix. Successive values of one credential mostly share a prefix (a JWT
+// header, a "ghp_" or "hvs." tag), so a text is scanned about once per
+// credential, not once per value.
+type liveSet struct {
+	values   []string // longest first
+	group    []int    // values[i]'s prefix, an index into prefixes
+	prefixes []string
 }
 
 // NewRedactor returns an empty Redactor.
 func NewRedactor() *Redactor {
 	r := &Redactor{counts: map[string]int{}}
-	r.live.Store(&[]string{})
+	r.live.Store(&liveSet{})
 	return r
 }
 
@@ -67,13 +79,28 @@ func (r *Redactor) Remove(values ...string) {
 // publish rebuilds the immutable list; longest first so that a secret that
 // contains another is masked whole. Called with mu held.
 func (r *Redactor) publish() {
-	live := make([]string, 0, len(r.counts))
+	ls := &liveSet{values: make([]string, 0, len(r.counts))}
 	for v := range r.counts {
-		live = append(live, v)
+		ls.values = append(ls.values, v)
 	}
-	sortLongestFirst(live)
-	r.live.Store(&live)
+	sortLongestFirst(ls.values)
+	index := map[string]int{}
+	for _, v := range ls.values {
+		p := v[:MinSecretLen]
+		i, ok := index[p]
+		if !ok {
+			i = len(ls.prefixes)
+			index[p] = i
+			ls.prefixes = append(ls.prefixes, p)
+		}
+		ls.group = append(ls.group, i)
+	}
+	r.live.Store(ls)
 }
+
+// maxPrefixes bounds the prefixes looked up on the stack; a set with more
+// falls back to looking for every value.
+const maxPrefixes = 64
 
 func sortLongestFirst(s []string) {
 	for i := 1; i < len(s); i++ {
@@ -85,7 +112,18 @@ func sortLongestFirst(s []string) {
 
 // String returns s with every live secret replaced by Mask.
 func (r *Redactor) String(s string) string {
-	for _, v := range *r.live.Load() {
+	ls := r.live.Load()
+	var seen [maxPrefixes]bool
+	few := len(ls.prefixes) <= maxPrefixes
+	if few {
+		for i, p := range ls.prefixes {
+			seen[i] = strings.Contains(s, p)
+		}
+	}
+	for i, v := range ls.values {
+		if few && !seen[ls.group[i]] {
+			continue
+		}
 		if strings.Contains(s, v) {
 			s = strings.ReplaceAll(s, v, Mask)
 		}
@@ -96,7 +134,18 @@ func (r *Redactor) String(s string) string {
 // Bytes returns b with every live secret replaced by Mask. It returns b
 // itself when b holds none.
 func (r *Redactor) Bytes(b []byte) []byte {
-	for _, v := range *r.live.Load() {
+	ls := r.live.Load()
+	var seen [maxPrefixes]bool
+	few := len(ls.prefixes) <= maxPrefixes
+	if few {
+		for i, p := range ls.prefixes {
+			seen[i] = bytes.Contains(b, []byte(p))
+		}
+	}
+	for i, v := range ls.values {
+		if few && !seen[ls.group[i]] {
+			continue
+		}
 		if bytes.Contains(b, []byte(v)) {
 			b = bytes.ReplaceAll(b, []byte(v), []byte(Mask))
 		}

@@ -3,6 +3,7 @@ package telemetry
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -65,5 +66,40 @@ func TestNewLoggerRejectsBadLevelAndFormat(t *testing.T) {
 	}
 	if _, err := NewLogger(&bytes.Buffer{}, "info", "xml", r); err == nil {
 		t.Fatal("bad format accepted")
+	}
+}
+
+func TestRedactorPrefixGroupsKeepLongestFirst(t *testing.T) {
+	r := NewRedactor()
+	inner := "innersecret-42"
+	outer := "zz-outer-" + inner + "-tail"                              // contains inner, another prefix
+	r.Add(inner, outer, "bench-aaaaaaaa", "bench-bbbbbbbb", "bench-cc") // three share a prefix
+	for in, want := range map[string]string{
+		"x " + outer + " y":                   "x " + Mask + " y",
+		"a " + inner + " b":                   "a " + Mask + " b",
+		"bench-bbbbbbbb and bench-aaaaaaaa":   Mask + " and " + Mask,
+		"bench-cc bench-c bench route=bench-": Mask + " bench-c bench route=bench-",
+		"nothing to see":                      "nothing to see",
+	} {
+		if got := r.String(in); got != want {
+			t.Errorf("String(%q) = %q, want %q", in, got, want)
+		}
+		if got := string(r.Bytes([]byte(in))); got != want {
+			t.Errorf("Bytes(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestRedactorManyPrefixes(t *testing.T) {
+	r := NewRedactor()
+	var vals []string
+	for i := 0; i < maxPrefixes+10; i++ {
+		vals = append(vals, fmt.Sprintf("%03d-secret-value", i))
+	}
+	r.Add(vals...)
+	for _, v := range []string{vals[0], vals[maxPrefixes+9]} {
+		if got := r.String("k=" + v); got != "k="+Mask {
+			t.Errorf("String with %d prefixes: %q", len(vals), got)
+		}
 	}
 }
