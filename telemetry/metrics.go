@@ -126,8 +126,9 @@ type Metrics struct {
 	credentials  atomic.Pointer[func() []CredentialState]
 	certificates atomic.Pointer[func() []CertificateState]
 
-	mu     sync.Mutex
-	routes map[string]*RouteMetrics
+	mu           sync.Mutex
+	routes       map[string]*RouteMetrics
+	rotationOpts map[rotationKey]metric.AddOption
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -177,6 +178,8 @@ func NewMetrics(opts MetricsOptions) (*Metrics, error) {
 		handler:  promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		now:      opts.Now,
 		routes:   map[string]*RouteMetrics{},
+
+		rotationOpts: map[rotationKey]metric.AddOption{},
 	}
 	if m.now == nil {
 		m.now = time.Now
@@ -274,20 +277,33 @@ func (m *Metrics) ObserveInflight(f func() int64) { m.inflightF.Store(&f) }
 // Rotation counts one refresh of a credential; result is ResultSuccess or
 // ResultFailure. Its signature is that of injector.Holder.OnRotate.
 func (m *Metrics) Rotation(credential, result string) {
-	m.rotations.Add(context.Background(), 1, rotationOption(credential, result))
+	m.rotations.Add(context.Background(), 1, m.rotationOption(credential, result))
 }
 
 // AddCredential creates the credential's rotation series, success and
 // failure, at 0, so that they exist from start-up.
 func (m *Metrics) AddCredential(name string) {
 	for _, result := range []string{ResultSuccess, ResultFailure} {
-		m.rotations.Add(context.Background(), 0, rotationOption(name, result))
+		m.rotations.Add(context.Background(), 0, m.rotationOption(name, result))
 	}
 }
 
-func rotationOption(credential, result string) metric.AddOption {
-	return metric.WithAttributeSet(attribute.NewSet(attrCredential.String(credential), attrResult.String(result)))
+// rotationOption returns the {credential, result} attributes, built once:
+// a credential rotating every few milliseconds would otherwise hash a new
+// attribute set each time.
+func (m *Metrics) rotationOption(credential, result string) metric.AddOption {
+	key := rotationKey{credential, result}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	opt, ok := m.rotationOpts[key]
+	if !ok {
+		opt = metric.WithAttributeSet(attribute.NewSet(attrCredential.String(credential), attrResult.String(result)))
+		m.rotationOpts[key] = opt
+	}
+	return opt
 }
+
+type rotationKey struct{ credential, result string }
 
 // CredentialState is what the expiry and age gauges need to know about one
 // credential. A zero ExpiresAt means the value never expires; a zero
