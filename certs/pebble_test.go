@@ -1,7 +1,6 @@
 package certs
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -18,6 +17,8 @@ import (
 	"github.com/letsencrypt/pebble/v2/va"
 	"github.com/letsencrypt/pebble/v2/wfe"
 	"github.com/miekg/dns"
+
+	"github.com/sidekey/sidekey/internal/pebblefix"
 )
 
 // pebble is a real ACME CA (Let's Encrypt's Pebble) running in the test
@@ -46,7 +47,7 @@ func startPebble(t *testing.T, tlsPort, httpPort int, validity uint64) *pebble {
 	validator := va.New(logger, httpPort, tlsPort, false, startDNS(t), store)
 	front := wfe.New(logger, store, validator, authority, []string{"pebble.letsencrypt.org"}, false, false, 0, 0)
 
-	acmeSrv := httptest.NewUnstartedServer(orderWorkaround(front.Handler()))
+	acmeSrv := httptest.NewUnstartedServer(pebblefix.Orders(front.Handler()))
 	acmeSrv.Config.ErrorLog = logger
 	acmeSrv.StartTLS()
 	t.Cleanup(acmeSrv.Close)
@@ -127,38 +128,4 @@ func tlsClient(roots *x509.CertPool, serverName, addr string) *http.Client {
 		MaxConnsPerHost:     1,
 		ForceAttemptHTTP2:   false,
 	}}
-}
-
-// orderWorkaround works around a bug of Pebble v2.10.1: it indexes orders
-// by the hex of a certificate's serial number without the leading zero byte
-// that DER gives a serial whose top bit is set (about one certificate in
-// 256), but looks up the serial of an ARI certificate ID as sent, with that
-// byte. A renewal order naming such a certificate in "replaces" (as
-// certmagic's are) gets HTTP 500, and the client retries without it only a
-// minute or more later, past the test's deadline. That answer is turned into
-// the one a real CA gives for a "replaces" it will not honour,
-// alreadyReplaced, on which the client retries at once without it.
-func orderWorkaround(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost || r.URL.Path != "/order-plz" {
-			h.ServeHTTP(w, r)
-			return
-		}
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, r)
-		body := rec.Body.Bytes()
-		for k, v := range rec.Header() {
-			w.Header()[k] = v
-		}
-		if rec.Code == http.StatusInternalServerError &&
-			bytes.Contains(body, []byte("could not find order resulting in the given certificate serial number")) {
-			body = []byte(`{"type":"urn:ietf:params:acme:error:alreadyReplaced",` +
-				`"detail":"Pebble cannot find the replaced certificate's order","status":409}`)
-			w.Header().Set("Content-Type", "application/problem+json")
-			w.Header().Del("Content-Length")
-			rec.Code = http.StatusConflict
-		}
-		w.WriteHeader(rec.Code)
-		_, _ = w.Write(body)
-	})
 }

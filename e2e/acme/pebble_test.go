@@ -1,8 +1,6 @@
 package acme
 
 import (
-	"github.com/sidekey/sidekey/e2e/internal/linelog"
-
 	"bytes"
 	"crypto/x509"
 	"encoding/pem"
@@ -23,6 +21,9 @@ import (
 	"github.com/letsencrypt/pebble/v2/va"
 	"github.com/letsencrypt/pebble/v2/wfe"
 	"github.com/miekg/dns"
+
+	"github.com/sidekey/sidekey/e2e/internal/linelog"
+	"github.com/sidekey/sidekey/internal/pebblefix"
 )
 
 // pebble is a real ACME CA (Let's Encrypt's Pebble) running in the test
@@ -103,41 +104,11 @@ func (p *pebble) waiting(h *atomic.Pointer[http.Handler]) http.Handler {
 			http.Error(w, "Pebble was not started", http.StatusServiceUnavailable)
 			return
 		}
-		if r.Method == http.MethodPost && r.URL.Path == "/order-plz" {
+		if r.Method == http.MethodPost && r.URL.Path == pebblefix.NewOrderPath {
 			p.newOrders.Add(1)
-			newOrder(w, r, *h.Load())
-			return
 		}
-		(*h.Load()).ServeHTTP(w, r)
+		pebblefix.Orders(*h.Load()).ServeHTTP(w, r)
 	})
-}
-
-// newOrder serves a new-order request with h, working around a bug of
-// Pebble v2.10.1: it indexes orders by the hex of a certificate's serial
-// number without the leading zero byte that DER gives a serial whose top
-// bit is set (about one certificate in 256), but looks up the serial of an
-// ARI certificate ID as sent, with that byte. A renewal order naming such
-// a certificate in "replaces" (as certmagic's are) gets HTTP 500, and the
-// client retries without it only a minute or more later. That answer is
-// turned into the one a real CA gives a "replaces" it will not honour,
-// alreadyReplaced, on which the client retries at once without it.
-func newOrder(w http.ResponseWriter, r *http.Request, h http.Handler) {
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, r)
-	body := rec.Body.Bytes()
-	for k, v := range rec.Header() {
-		w.Header()[k] = v
-	}
-	if rec.Code == http.StatusInternalServerError &&
-		bytes.Contains(body, []byte("could not find order resulting in the given certificate serial number")) {
-		body = []byte(`{"type":"urn:ietf:params:acme:error:alreadyReplaced",` +
-			`"detail":"Pebble cannot find the replaced certificate's order (a serial number with a leading zero byte)","status":409}`)
-		w.Header().Set("Content-Type", "application/problem+json")
-		w.Header().Del("Content-Length")
-		rec.Code = http.StatusConflict
-	}
-	w.WriteHeader(rec.Code)
-	w.Write(body)
 }
 
 // NewOrders counts the ACME new-order requests Pebble received.
