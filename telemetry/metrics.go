@@ -260,7 +260,8 @@ func (m *Metrics) Route(name string) *RouteMetrics {
 	if rm, ok := m.routes[name]; ok {
 		return rm
 	}
-	rm := &RouteMetrics{name: name, attrs: attribute.NewSet(attrRoute.String(name))}
+	rm := &RouteMetrics{name: name, attrs: attribute.NewSet(attrRoute.String(name)),
+		duration: newHistogram(), upstream: newHistogram()}
 	m.routes[name] = rm
 	return rm
 }
@@ -431,8 +432,12 @@ var bucketBounds = func() []time.Duration {
 // adding, so the sum may be a request ahead of or behind the counts; the
 // counts themselves are always consistent with the total.
 type histogram struct {
-	counts [17]atomic.Uint64 // len(DurationBuckets)+1; the last is +Inf
-	sum    atomic.Int64      // nanoseconds
+	counts []atomic.Uint64 // one per bound of DurationBuckets, then +Inf
+	sum    atomic.Int64    // nanoseconds
+}
+
+func newHistogram() histogram {
+	return histogram{counts: make([]atomic.Uint64, len(bucketBounds)+1)}
 }
 
 func (h *histogram) observe(d time.Duration) {

@@ -395,7 +395,7 @@ func TestMetricsExportOverOTLP(t *testing.T) {
 }
 
 func TestHistogramBucketsMatchPrometheusLe(t *testing.T) {
-	if got, want := len(histogram{}.counts), len(DurationBuckets)+1; got != want {
+	if got, want := len(newHistogram().counts), len(DurationBuckets)+1; got != want {
 		t.Fatalf("histogram has %d buckets for %d bounds; want %d", got, len(DurationBuckets), want)
 	}
 	m := newTestMetrics(t, time.Now())
