@@ -112,45 +112,35 @@ func sortLongestFirst(s []string) {
 
 // String returns s with every live secret replaced by Mask.
 func (r *Redactor) String(s string) string {
-	ls := r.live.Load()
-	var seen [maxPrefixes]bool
-	few := len(ls.prefixes) <= maxPrefixes
-	if few {
-		for i, p := range ls.prefixes {
-			seen[i] = strings.Contains(s, p)
-		}
-	}
-	for i, v := range ls.values {
-		if few && !seen[ls.group[i]] {
-			continue
-		}
-		if strings.Contains(s, v) {
-			s = strings.ReplaceAll(s, v, Mask)
-		}
-	}
-	return s
+	return scrub(r.live.Load(), s, strings.Contains, strings.ReplaceAll)
 }
 
 // Bytes returns b with every live secret replaced by Mask. It returns b
 // itself when b holds none.
 func (r *Redactor) Bytes(b []byte) []byte {
-	ls := r.live.Load()
+	return scrub(r.live.Load(), b, bytes.Contains, bytes.ReplaceAll)
+}
+
+// scrub replaces every value of ls in t with Mask, longest first, looking
+// for a value only where its prefix occurs; contains and replaceAll are
+// those of package strings or bytes.
+func scrub[T string | []byte](ls *liveSet, t T, contains func(T, T) bool, replaceAll func(T, T, T) T) T {
 	var seen [maxPrefixes]bool
 	few := len(ls.prefixes) <= maxPrefixes
 	if few {
 		for i, p := range ls.prefixes {
-			seen[i] = bytes.Contains(b, []byte(p))
+			seen[i] = contains(t, T(p))
 		}
 	}
 	for i, v := range ls.values {
 		if few && !seen[ls.group[i]] {
 			continue
 		}
-		if bytes.Contains(b, []byte(v)) {
-			b = bytes.ReplaceAll(b, []byte(v), []byte(Mask))
+		if contains(t, T(v)) {
+			t = replaceAll(t, T(v), T(Mask))
 		}
 	}
-	return b
+	return t
 }
 
 // Levels implements logrus.Hook: every level.
