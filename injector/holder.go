@@ -331,7 +331,7 @@ func (h *Holder) loop(ctx context.Context) {
 	flight := flightFetch
 	for {
 		if flight != "" {
-			err := h.refresh(ctx, flight)
+			err := h.refresh(ctx, flight, nil)
 			if errors.Is(err, errClosed) || ctx.Err() != nil {
 				return
 			}
@@ -407,27 +407,44 @@ func (h *Holder) sleep(ctx context.Context, d time.Duration) bool { return Sleep
 // giving up does not cancel it for the others.
 func (h *Holder) Refresh(ctx context.Context) error {
 	h.init()
-	err := h.refresh(ctx, flightFetch)
+	err := h.refresh(ctx, flightFetch, nil)
 	poke(h.reschedC)
 	return err
 }
 
 // RefreshAfter is Refresh for a request that got an upstream 401 while
 // holding v: when the current value is already another one than v, the
-// refresh has happened and it returns nil at once.
+// refresh has happened and it returns nil at once. The same holds when the
+// refresh completes between that check and the caller's joining a flight:
+// the flight it would then start finds v superseded and fetches nothing.
 func (h *Holder) RefreshAfter(ctx context.Context, v *Version) error {
 	h.init()
-	if cur := h.cur.Load(); v != nil && cur != nil && cur.lease != v.lease {
+	if v == nil {
+		return h.Refresh(ctx)
+	}
+	if h.superseded(v.lease) {
 		return nil
 	}
-	return h.Refresh(ctx)
+	err := h.refresh(ctx, flightFetch, v.lease)
+	poke(h.reschedC)
+	return err
+}
+
+// superseded reports that l is no longer the current value.
+func (h *Holder) superseded(l *lease) bool {
+	cur := h.cur.Load()
+	return cur != nil && cur.lease != l
 }
 
 // refresh runs or joins the flight of the given kind and waits for it or
-// for ctx.
-func (h *Holder) refresh(ctx context.Context, flight string) error {
+// for ctx. A flight started with after set fetches only if after is still
+// the current value when it starts.
+func (h *Holder) refresh(ctx context.Context, flight string, after *lease) error {
 	fctx := h.fetchContext(ctx)
 	ch := h.flights.DoChan(flight, func() (any, error) {
+		if after != nil && h.superseded(after) {
+			return nil, nil
+		}
 		return nil, h.fetch(fctx, flight == flightRenew)
 	})
 	if h.afterJoin != nil {

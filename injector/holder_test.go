@@ -955,3 +955,28 @@ func TestInFlightCountsEveryHeldValue(t *testing.T) {
 		t.Fatalf("InFlight = %d after release, want 0", n)
 	}
 }
+
+// A request that saw its version fail checks that the version is still
+// current, then joins or starts a flight; another request's refresh may
+// complete in between. The flight it then starts must fetch nothing.
+func TestHolderRefreshAfterRaceWithCompletedRefresh(t *testing.T) {
+	src := newFakeSource(nil)
+	h, clk, _ := newTestHolder(src)
+	src.set(tokens(clk, time.Hour))
+	ctx := context.Background()
+	if err := h.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	v1 := mustAcquire(t, h)
+	v1.Release()
+	if err := h.RefreshAfter(ctx, v1); err != nil { // the first request's refresh
+		t.Fatal(err)
+	}
+	// The second request passed its check before that refresh completed.
+	if err := h.refresh(ctx, flightFetch, v1.lease); err != nil {
+		t.Fatal(err)
+	}
+	if got := src.fetches.Load(); got != 2 {
+		t.Errorf("%d fetches, want 2: one shared refresh for one failed version", got)
+	}
+}
