@@ -184,6 +184,14 @@ func (fw *fileWatch) relevant(name string) bool {
 // watches that directory too. Failures are not errors: the target may be
 // missing for a moment, and the next event resolves again.
 func (fw *fileWatch) follow() {
+	if fi, err := os.Lstat(fw.path); err == nil && fi.Mode()&fs.ModeSymlink == 0 {
+		// A plain file in dir (the usual case, rewritten or renamed over
+		// every rotation): nothing to resolve, no other directory to watch.
+		// One system call instead of a walk of every path element.
+		fw.unfollow()
+		fw.target = fw.path
+		return
+	}
 	target, err := filepath.EvalSymlinks(fw.path)
 	if err != nil {
 		return

@@ -331,7 +331,7 @@ func (h *Holder) loop(ctx context.Context) {
 	flight := flightFetch
 	for {
 		if flight != "" {
-			err := h.refresh(ctx, flight, nil)
+			err := h.refreshHere(ctx, flight)
 			if errors.Is(err, errClosed) || ctx.Err() != nil {
 				return
 			}
@@ -456,6 +456,17 @@ func (h *Holder) refresh(ctx context.Context, flight string, after *lease) error
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// refreshHere is refresh for Run's loop: the fetch runs on the loop's own
+// goroutine (joining a flight another caller started), not on one started
+// for it, and under Run's context. A watched source that changes every few
+// milliseconds pays for no goroutine per change.
+func (h *Holder) refreshHere(ctx context.Context, flight string) error {
+	_, err, _ := h.flights.Do(flight, func() (any, error) {
+		return nil, h.fetch(h.fetchContext(ctx), flight == flightRenew)
+	})
+	return err
 }
 
 func (h *Holder) fetchContext(ctx context.Context) context.Context {
