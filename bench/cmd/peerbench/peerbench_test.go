@@ -119,6 +119,44 @@ func TestRotate(t *testing.T) {
 	}
 }
 
+func TestOrderKeepsSidekeyPairAdjacent(t *testing.T) {
+	peers := []peer{{name: "nginx"}, {name: peerSidekey}, {name: "haproxy"}, {name: peerSidekeyRotate}, {name: "fasthttp"}}
+	names := func(ps []peer) string {
+		var s []string
+		for _, p := range ps {
+			s = append(s, p.name)
+		}
+		return strings.Join(s, ",")
+	}
+	want := []string{
+		"nginx,sidekey,sidekey-rotate,haproxy,fasthttp",
+		"sidekey-rotate,sidekey,haproxy,fasthttp,nginx",
+		"haproxy,fasthttp,nginx,sidekey,sidekey-rotate",
+		"fasthttp,nginx,sidekey-rotate,sidekey,haproxy",
+	}
+	for rep, w := range want {
+		if got := names(order(peers, rep)); got != w {
+			t.Errorf("repeat %d: order %s, want %s", rep, got, w)
+		}
+	}
+	if got := names(order(peers[:3], 1)); got != "sidekey,haproxy,nginx" {
+		t.Errorf("without the rotating peer: %s", got)
+	}
+}
+
+func TestPairedRatio(t *testing.T) {
+	st := cell{{Repeat: 0, ReqPerSec: 100}, {Repeat: 1, ReqPerSec: 200}, {Repeat: 2, ReqPerSec: 50}}
+	rot := cell{{Repeat: 0, ReqPerSec: 99}, {Repeat: 1, ReqPerSec: 190}, {Repeat: 2, ReqPerSec: 50},
+		{Repeat: 3, ReqPerSec: 10}} // no static run in repeat 3: not paired
+	got := pairedRatio(st, rot)
+	if got.n != 3 || got.med != 0.99 || got.min != 0.95 || got.max != 1 {
+		t.Errorf("paired ratio = %+v, want median 0.99 of 0.95..1 over 3", got)
+	}
+	if s := rangeText(got, times); s != "0.99× (0.95×–1.00×)" {
+		t.Errorf("rendered %q", s)
+	}
+}
+
 func TestShellJoin(t *testing.T) {
 	got := shellJoin([]string{"bench/run.sh", "-out", "", "-proxies", "nginx,sidekey", "a b", "it's"})
 	want := `bench/run.sh -out '' -proxies nginx,sidekey 'a b' 'it'\''s'`

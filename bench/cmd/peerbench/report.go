@@ -274,9 +274,12 @@ func (r *report) rotation(sb *strings.Builder) {
 		return
 	}
 	fmt.Fprintf(sb, "## Credential rotation\n\nsidekey with its file credential rewritten every %s "+
-		"(the upstream accepts every token issued in the last 5 s), beside the same sidekey with a static credential.\n\n", r.o.rotateEvery)
-	tableHead(sb, []string{"layout", "conns", "static req/s", "rotating req/s", "ratio", "p99 ms static / rotating",
-		"new versions taken per second"})
+		"(the upstream accepts every token issued in the last 5 s), beside the same sidekey with a static credential. "+
+		"The two run back to back in each repeat, in alternating order; the paired ratio is the median, over repeats, "+
+		"of rotating req/s divided by static req/s within one repeat, with its range. "+
+		"The ratio of the two medians is beside it.\n\n", r.o.rotateEvery)
+	tableHead(sb, []string{"layout", "conns", "static req/s", "rotating req/s", "paired ratio", "ratio of medians",
+		"p99 ms static / rotating", "new versions taken per second"})
 	for _, l := range r.layouts {
 		for _, conns := range r.o.conns {
 			st, rot := r.cell(l.name, conns, peerSidekey), r.cell(l.name, conns, peerSidekeyRotate)
@@ -286,12 +289,35 @@ func (r *report) rotation(sb *strings.Builder) {
 				ratio = fmt.Sprintf("%.2f×", b.med/a.med)
 			}
 			perSec := rot.stat(func(x *result) float64 { return float64(x.Rotations) / r.o.duration.Seconds() })
-			tableRow(sb, []string{l.name, strconv.Itoa(conns), rangeText(a, thousands), rangeText(b, thousands), ratio,
+			tableRow(sb, []string{l.name, strconv.Itoa(conns), rangeText(a, thousands), rangeText(b, thousands),
+				rangeText(pairedRatio(st, rot), times), ratio,
 				msText(st.stat(p99).med) + " / " + msText(rot.stat(p99).med), noDecimal(perSec)})
 		}
 	}
 	sb.WriteString("\n")
 }
+
+// pairedRatio is rot's req/s over st's, per repeat in which both were
+// measured.
+func pairedRatio(st, rot cell) stat {
+	base := map[int]float64{}
+	for _, x := range st.measured() {
+		base[x.Repeat] = x.ReqPerSec
+	}
+	var xs []float64
+	for _, x := range rot.measured() {
+		if a, ok := base[x.Repeat]; ok && a > 0 {
+			xs = append(xs, x.ReqPerSec/a)
+		}
+	}
+	if len(xs) == 0 {
+		return stat{}
+	}
+	slices.Sort(xs)
+	return stat{med: median(xs), min: xs[0], max: xs[len(xs)-1], n: len(xs)}
+}
+
+func times(x float64) string { return fmt.Sprintf("%.2f×", x) }
 
 func (r *report) has(name string) bool {
 	return slices.ContainsFunc(r.peers, func(p peer) bool { return p.name == name })
