@@ -14,6 +14,9 @@ import (
 	"github.com/fsnotify/fsnotify"
 )
 
+// watchBuffer is the capacity of the watcher's event channel.
+const watchBuffer = 16
+
 // Bounds of the wait for a watched directory that does not exist (yet, or
 // for a moment while a volume is remounted).
 const (
@@ -85,7 +88,10 @@ func (s FileSource) Watch(ctx context.Context, changed func()) error {
 	if err != nil {
 		return fmt.Errorf("watching credential file: %w", err)
 	}
-	w, err := fsnotify.NewWatcher()
+	// A small buffer lets the reader hand over a rename's burst of events
+	// (the temporary file's create, write and rename, then the new name) in
+	// one go, instead of a goroutine switch per event.
+	w, err := fsnotify.NewBufferedWatcher(watchBuffer)
 	if err != nil {
 		return fmt.Errorf("watching credential file %s: %w", path, err)
 	}

@@ -193,7 +193,7 @@ func (v *Version) Fingerprint() string { return v.fingerprint }
 // It does not allocate or block.
 func (v *Version) Release() {
 	l := v.lease
-	if l.refs.Add(-1) == 0 && l.retired.Load() {
+	if l.refs.Add(-1) == 0 && l.wakeOnDrain.Load() {
 		poke(l.h.reapC)
 	}
 }
@@ -212,10 +212,12 @@ const (
 // that differ only in lifetime. Requests count on it, so that drain and
 // revocation follow the value rather than a Version pointer.
 type lease struct {
-	refs    atomic.Int64
-	retired atomic.Bool // superseded: a Release to zero wakes the reaper
-	h       *Holder
-	number  uint64
+	refs atomic.Int64
+	// wakeOnDrain: superseded, and the reaper has work once it drains (to
+	// revoke it, or to drop it when expired); a Release to zero wakes it.
+	wakeOnDrain atomic.Bool
+	h           *Holder
+	number      uint64
 
 	// Guarded by h.mu.
 	secret     *Secret // the latest Secret of this value, for Revoke
@@ -634,14 +636,22 @@ func (h *Holder) notify(result string) {
 // supersede retires a value that is no longer current. Called with h.mu
 // held, after the new value was stored.
 func (h *Holder) supersede(l *lease, now time.Time) {
-	l.retired.Store(true)
 	if h.RevokeOld && h.revoker != nil {
 		l.revoke = revokeWanted
 		l.graceAt = now.Add(h.revokeGrace())
 	}
+	// A value neither revoked nor expiring (a static file, an API key) has
+	// nothing waiting on its drain or on a clock: prune, here at every
+	// rotation, bounds how many stay registered, and the reaper is left
+	// asleep. A credential rotated every few milliseconds pays for no
+	// wake-ups.
+	wake := l.revoke == revokeWanted || !l.secret.ExpiresAt.IsZero()
+	l.wakeOnDrain.Store(wake)
 	h.retired = append(h.retired, l)
 	h.prune(now)
-	poke(h.reapC)
+	if wake {
+		poke(h.reapC)
+	}
 }
 
 func (h *Holder) revokeGrace() time.Duration {
@@ -814,7 +824,7 @@ func (h *Holder) Revoke(ctx context.Context) error {
 	h.mu.Lock()
 	h.closed = true
 	if v := h.cur.Swap(nil); v != nil {
-		v.lease.retired.Store(true)
+		v.lease.wakeOnDrain.Store(true)
 		h.retired = append(h.retired, v.lease)
 	}
 	var due []*lease
@@ -844,10 +854,8 @@ func (h *Holder) InFlight() int64 {
 	if v := h.cur.Load(); v != nil {
 		n += v.lease.refs.Load()
 	}
-	for _, l := range h.retired {
-		if l.retired.Load() {
-			n += l.refs.Load()
-		}
+	for _, l := range h.retired { // every one superseded
+		n += l.refs.Load()
 	}
 	return n
 }

@@ -740,6 +740,55 @@ func TestHolderSecrets(t *testing.T) {
 	}
 }
 
+// A value that is neither revoked nor expiring has nothing waiting on its
+// drain: superseding it and releasing it leave the reaper asleep, and the
+// registered values stay bounded by the prune at each rotation. An expiring
+// value still wakes the reaper.
+func TestHolderStaticValueWakesNoReaper(t *testing.T) {
+	src := newFakeSource(nil)
+	h, clk, _ := newTestHolder(src)
+	secrets := newFakeSecrets()
+	h.Secrets = secrets
+	src.set(tokens(clk, 0))
+	ctx := context.Background()
+	if err := h.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		v := mustAcquire(t, h) // held across the rotation, released after
+		if err := h.Refresh(ctx); err != nil {
+			t.Fatal(err)
+		}
+		v.Release()
+		if n := len(h.reapC); n != 0 {
+			t.Fatalf("static value %d: the reaper was woken", v.Number())
+		}
+	}
+	if got, most := secrets.count(), 2+maxIdleRetired; got > most {
+		t.Errorf("%d values registered, want at most %d", got, most)
+	}
+
+	src.set(tokens(clk, time.Hour))
+	if err := h.Refresh(ctx); err != nil { // supersedes a static value
+		t.Fatal(err)
+	}
+	if len(h.reapC) != 0 {
+		t.Fatal("superseding a static value woke the reaper")
+	}
+	v := mustAcquire(t, h)
+	if err := h.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.reapC) != 1 {
+		t.Fatal("superseding an expiring value did not wake the reaper")
+	}
+	<-h.reapC
+	v.Release()
+	if len(h.reapC) != 1 {
+		t.Error("draining a superseded expiring value did not wake the reaper")
+	}
+}
+
 func TestHolderUnregistersExpiredValues(t *testing.T) {
 	src := newFakeSource(nil)
 	h, clk, _ := newTestHolder(src)
