@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -78,23 +79,28 @@ func (r *Redactor) Remove(values ...string) {
 
 // publish rebuilds the immutable list; longest first so that a secret that
 // contains another is masked whole. Called with mu held.
+//
+// It runs at every rotation (twice: the new value added, an old one
+// removed), so it allocates only the three slices, each at its final size;
+// the prefixes are few (about one per credential), found by a linear scan.
 func (r *Redactor) publish() {
-	ls := &liveSet{values: make([]string, 0, len(r.counts))}
+	n := len(r.counts)
+	ls := &liveSet{values: make([]string, 0, n), group: make([]int, 0, n)}
 	for v := range r.counts {
 		ls.values = append(ls.values, v)
 	}
 	sortLongestFirst(ls.values)
-	index := map[string]int{}
+	prefixes := make([]string, 0, n)
 	for _, v := range ls.values {
 		p := v[:MinSecretLen]
-		i, ok := index[p]
-		if !ok {
-			i = len(ls.prefixes)
-			index[p] = i
-			ls.prefixes = append(ls.prefixes, p)
+		i := slices.Index(prefixes, p)
+		if i < 0 {
+			i = len(prefixes)
+			prefixes = append(prefixes, p)
 		}
 		ls.group = append(ls.group, i)
 	}
+	ls.prefixes = prefixes
 	r.live.Store(ls)
 }
 

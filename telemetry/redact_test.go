@@ -103,3 +103,23 @@ func TestRedactorManyPrefixes(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkRedactorRotate is one rotation as the redactor sees it: a new
+// value of a credential added, the oldest of the nine kept removed.
+func BenchmarkRedactorRotate(b *testing.B) {
+	r := NewRedactor()
+	value := func(i int) string { return fmt.Sprintf("bench-%032x", i) }
+	for i := range 9 {
+		r.Add(value(i))
+	}
+	vals := make([]string, b.N+9)
+	for i := range vals {
+		vals[i] = value(i)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		r.Add(vals[i+9])
+		r.Remove(vals[i])
+	}
+}
