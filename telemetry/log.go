@@ -25,7 +25,7 @@ func NewLogger(w io.Writer, level, format string, r *Redactor) (*logrus.Logger, 
 	log.SetLevel(lvl)
 	switch format {
 	case "json", "":
-		log.SetFormatter(&logrus.JSONFormatter{TimestampFormat: "2006-01-02T15:04:05.000Z07:00"})
+		log.SetFormatter(&jsonFormatter{std: logrus.JSONFormatter{TimestampFormat: "2006-01-02T15:04:05.000Z07:00"}})
 	case "text":
 		log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, DisableColors: true})
 	default:
