@@ -12,9 +12,9 @@ import (
 // jsonFormatter writes exactly what logrus.JSONFormatter writes (one JSON
 // object per line, keys sorted, HTML characters escaped) without going
 // through encoding/json's reflection, for the value types sidekey logs:
-// strings, errors, booleans, integers and nil. An entry with any other value
-// type, a field named like a built-in key, or caller information is handed
-// to logrus's own formatter. One difference remains: logrus drops a field
+// strings, errors, booleans, int, int64, uint64 and nil. An entry with any
+// other value type, a field named like a built-in key, or caller
+// information is handed to logrus's own formatter. One difference remains: logrus drops a field
 // whose value is a function and reports it under "logrus_error", which only
 // its own formatter can see; sidekey logs no functions.
 //
@@ -82,7 +82,7 @@ func (f *jsonFormatter) fast(e *logrus.Entry) bool {
 			return false // renamed "fields.<key>" by logrus
 		}
 		switch v.(type) {
-		case nil, string, error, bool, int, int64, int32, uint, uint64, uint32:
+		case nil, string, error, bool, int, int64, uint64: // appendJSONValue's cases
 		default:
 			return false
 		}
@@ -104,14 +104,8 @@ func appendJSONValue(out []byte, v any) []byte {
 		return strconv.AppendInt(out, int64(x), 10)
 	case int64:
 		return strconv.AppendInt(out, x, 10)
-	case int32:
-		return strconv.AppendInt(out, int64(x), 10)
-	case uint:
-		return strconv.AppendUint(out, uint64(x), 10)
-	case uint64:
+	case uint64: // versions
 		return strconv.AppendUint(out, x, 10)
-	case uint32:
-		return strconv.AppendUint(out, uint64(x), 10)
 	}
 	panic("telemetry: jsonFormatter: unchecked value type") // fast() admits only the types above
 }

@@ -107,7 +107,7 @@ func (p *pebble) waiting(h *atomic.Pointer[http.Handler]) http.Handler {
 		if r.Method == http.MethodPost && r.URL.Path == pebblefix.NewOrderPath {
 			p.newOrders.Add(1)
 		}
-		pebblefix.Orders(*h.Load()).ServeHTTP(w, r)
+		(*h.Load()).ServeHTTP(w, r)
 	})
 }
 
@@ -132,7 +132,7 @@ func (p *pebble) start(t testing.TB, tlsPort int, validity uint64) {
 		})
 		validator := va.New(logger, 0, tlsPort, false, startDNS(t), store)
 		front := wfe.New(logger, store, validator, authority, []string{"pebble.letsencrypt.org"}, false, false, 0, 0)
-		acmeH, mgmtH := front.Handler(), front.ManagementHandler()
+		acmeH, mgmtH := pebblefix.Orders(front.Handler()), front.ManagementHandler()
 		p.handler.Store(&acmeH)
 		p.mgmtH.Store(&mgmtH)
 		close(p.started)

@@ -79,6 +79,11 @@ func (c cell) stat(f func(*result) float64) stat {
 	for _, r := range c.measured() {
 		xs = append(xs, f(&r))
 	}
+	return statOf(xs)
+}
+
+// statOf summarises xs, which it sorts; NaNs and n 0 when empty.
+func statOf(xs []float64) stat {
 	if len(xs) == 0 {
 		return stat{med: math.NaN(), min: math.NaN(), max: math.NaN()}
 	}
@@ -310,11 +315,7 @@ func pairedRatio(st, rot cell) stat {
 			xs = append(xs, x.ReqPerSec/a)
 		}
 	}
-	if len(xs) == 0 {
-		return stat{}
-	}
-	slices.Sort(xs)
-	return stat{med: median(xs), min: xs[0], max: xs[len(xs)-1], n: len(xs)}
+	return statOf(xs)
 }
 
 func times(x float64) string { return fmt.Sprintf("%.2f×", x) }
