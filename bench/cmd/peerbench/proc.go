@@ -15,9 +15,10 @@ import (
 
 // usage is what /proc says about a process and its descendants.
 type usage struct {
-	ticks  uint64 // utime+stime, in clock ticks, summed over the tree
-	hwmKiB uint64 // VmHWM (peak resident set), summed over the tree
-	procs  int
+	ticks   uint64 // utime+stime, in clock ticks, summed over the tree
+	hwmKiB  uint64 // VmHWM (peak resident set), summed over the tree
+	anonKiB uint64 // RssAnon (private memory resident now), summed over the tree
+	procs   int
 }
 
 // treeUsage sums CPU time and peak RSS over root and every process
@@ -41,6 +42,7 @@ func treeUsage(root int) (usage, error) {
 		u.ticks += s.utime + s.stime
 		if status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
 			u.hwmKiB += statusKiB(status, "VmHWM:")
+			u.anonKiB += statusKiB(status, "RssAnon:")
 		}
 		u.procs++
 	}

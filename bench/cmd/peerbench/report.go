@@ -109,6 +109,7 @@ func p99(r *result) float64   { return float64(r.P99US) }
 func cpuUS(r *result) float64 { return r.CPUPerReqUS }
 func cpuPc(r *result) float64 { return r.CPUPercent }
 func rss(r *result) float64   { return r.PeakRSSMiB }
+func anon(r *result) float64  { return r.AnonRSSMiB }
 func other(r *result) float64 { return r.OtherPct }
 
 func (r *report) label(p peer) string {
@@ -194,7 +195,7 @@ func (r *report) summary(sb *strings.Builder) {
 	if uncapped != nil {
 		cols = append(cols, fmt.Sprintf("req/s, proxy alone on 1 core, %s conns", joinInts(r.o.conns, " / ")))
 	}
-	cols = append(cols, "peak RSS MiB")
+	cols = append(cols, "peak RSS MiB", "of it anonymous MiB")
 	sb.WriteString("## Summary\n\n")
 	tableHead(sb, append([]string{"proxy"}, cols...))
 	cpuLayout := layoutCapped
@@ -214,7 +215,7 @@ func (r *report) summary(sb *strings.Builder) {
 			}
 			row = append(row, strings.Join(rates, " / "))
 		}
-		row = append(row, oneDecimalMax(r.peakRSS(p.name)))
+		row = append(row, oneDecimalMax(r.maxRSS(p.name, rss)), oneDecimalMax(r.maxRSS(p.name, anon)))
 		tableRow(sb, row)
 	}
 	sb.WriteString("\n")
@@ -242,11 +243,12 @@ func (r *report) rateText(c cell) string {
 	return out
 }
 
-func (r *report) peakRSS(peer string) float64 {
+// maxRSS is the highest of f over peer's runs, in any layout.
+func (r *report) maxRSS(peer string, f func(*result) float64) float64 {
 	var m float64
 	for _, res := range r.results {
 		if res.Peer == peer && res.Err == nil {
-			m = max(m, res.PeakRSSMiB)
+			m = max(m, f(&res))
 		}
 	}
 	return m
@@ -256,7 +258,7 @@ func (r *report) peakRSS(peer string) float64 {
 func (r *report) detail(sb *strings.Builder, l *layout, conns int) {
 	fmt.Fprintf(sb, "## %s, %d connections\n\n", l.name, conns)
 	tableHead(sb, []string{"proxy", "req/s", "vs nginx", "p50 ms", "p99 ms", "CPU µs/req", "proxy CPU %",
-		"others on proxy core %", "peak RSS MiB", "runs"})
+		"others on proxy core %", "peak RSS MiB", "anonymous MiB", "runs"})
 	base := r.cell(l.name, conns, peerNginx).stat(rate)
 	for _, p := range r.peers {
 		c := r.cell(l.name, conns, p.name)
@@ -268,7 +270,7 @@ func (r *report) detail(sb *strings.Builder, l *layout, conns int) {
 		tableRow(sb, []string{r.label(p), rangeText(rs, thousands), ratio,
 			rangeText(c.stat(p50), msText), rangeText(c.stat(p99), msText),
 			oneDecimal(c.stat(cpuUS)), noDecimal(c.stat(cpuPc)), noDecimal(c.stat(other)), oneDecimalMax(maxOf(c, rss)),
-			runsText(c)})
+			oneDecimalMax(maxOf(c, anon)), runsText(c)})
 	}
 	sb.WriteString("\n")
 }
@@ -377,7 +379,7 @@ func (r *report) notes(sb *strings.Builder) {
 
 - req/s, p50 and p99 come from wrk (its done() callback); "non-2xx" is wrk's count of responses with status 400 or more.
 - CPU is utime+stime from /proc/PID/stat, summed over the proxy's processes, read just before and just after the measured run; CPU µs per request divides it by the requests wrk completed, and proxy CPU % by the run's length (100 = one full core).
-- Peak RSS is VmHWM from /proc/PID/status, summed over the proxy's processes, the highest of the runs.
+- Peak RSS is VmHWM from /proc/PID/status, summed over the proxy's processes, the highest of the runs. "Anonymous" is RssAnon, read likewise at the end of the measured run: the process's private memory (heap, stacks). The rest of the resident set is file-backed, mostly the proxy's own executable mapped from disk; those pages are page cache, shared by every process that runs the same binary and reclaimable, while anonymous memory is paid by each process.
 - nginx runs as a single process (master_process off) with its access log to a file through a 64 KiB buffer, and keepalive_requests raised on both sides so connections are not recycled every 1,000 requests. HAProxy logs nothing; Caddy writes no access log (its default). The bare fasthttp and net/http proxies set the header and nothing else.
 - sidekey runs its release build with a file credential, one bearer route, the JSON audit line for every request (stderr to a file) and its Prometheus metrics, which are always on.
 `)

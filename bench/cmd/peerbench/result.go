@@ -26,6 +26,7 @@ type result struct {
 	CPUPerReqUS float64
 	CPUPercent  float64 // of one core, over the measured run
 	PeakRSSMiB  float64 // VmHWM summed over the proxy's processes
+	AnonRSSMiB  float64 // RssAnon at the end of the measured run, summed likewise
 
 	OtherPct float64 // of the proxy's core used by anything but the proxy
 	LoadPct  float64 // of the load core used, by anything
@@ -62,6 +63,7 @@ func (b *bench) fill(r *result, w wrkResult, before, after snapshot) {
 		r.CPUPercent = 100 * r.CPUSeconds / (float64(w.DurationUS) / 1e6)
 	}
 	r.PeakRSSMiB = float64(after.proc.hwmKiB) / 1024
+	r.AnonRSSMiB = float64(after.proc.anonKiB) / 1024
 	r.OtherPct = max(0, pct(after.proxyCore.busy-before.proxyCore.busy-(after.proc.ticks-before.proc.ticks),
 		after.proxyCore.total-before.proxyCore.total))
 	r.LoadPct = pct(after.loadCore.busy-before.loadCore.busy, after.loadCore.total-before.loadCore.total)
@@ -105,8 +107,8 @@ func (r *result) summary() string {
 	if r.Err != nil {
 		return head + " ERROR: " + r.Err.Error()
 	}
-	s := fmt.Sprintf("%s %9s req/s  p50 %s  p99 %s  %5.1f µs/req  cpu %3.0f%%  rss %5.1f MiB",
-		head, thousands(r.ReqPerSec), ms(r.P50US), ms(r.P99US), r.CPUPerReqUS, r.CPUPercent, r.PeakRSSMiB)
+	s := fmt.Sprintf("%s %9s req/s  p50 %s  p99 %s  %5.1f µs/req  cpu %3.0f%%  rss %5.1f MiB (anon %.1f)",
+		head, thousands(r.ReqPerSec), ms(r.P50US), ms(r.P99US), r.CPUPerReqUS, r.CPUPercent, r.PeakRSSMiB, r.AnonRSSMiB)
 	s += fmt.Sprintf("  other on proxy core %.0f%%  load core %.0f%%", r.OtherPct, r.LoadPct)
 	if r.ThrottledOK {
 		s += fmt.Sprintf("  throttled %d", r.Throttled)
