@@ -289,16 +289,18 @@ func (b *bench) waitQuiet(ctx context.Context, cpu int) {
 }
 
 // order is the peers' order for one repeat: rotated by rep places, with
-// the static and the rotating sidekey kept adjacent as one unit, the static
-// one first on even repeats and the rotating one first on odd ones. The
-// rotation cost is a ratio between the two; measured seconds apart, the
-// pair shares the machine's state far more than runs a whole round apart,
-// and the alternation cancels any bias of going first.
+// the bare fasthttp proxy, the static sidekey and the rotating sidekey kept
+// adjacent as one unit, in that order on even repeats and reversed on odd
+// ones, so that the static sidekey always runs next to both. sidekey's two
+// key figures are ratios against those two: measured seconds apart, a pair
+// shares the machine's state far more than runs a whole round apart, and
+// the alternation cancels any bias of going first.
 func order(peers []peer, rep int) []peer {
+	rank := map[string]int{peerFasthttp: 1, peerSidekey: 2, peerSidekeyRotate: 3}
 	var units [][]peer
 	pair := -1
 	for _, p := range peers {
-		if p.name == peerSidekey || p.name == peerSidekeyRotate {
+		if rank[p.name] > 0 {
 			if pair >= 0 {
 				units[pair] = append(units[pair], p)
 				continue
@@ -307,8 +309,12 @@ func order(peers []peer, rep int) []peer {
 		}
 		units = append(units, []peer{p})
 	}
-	if pair >= 0 && len(units[pair]) == 2 && rep%2 == 1 {
-		units[pair][0], units[pair][1] = units[pair][1], units[pair][0]
+	if pair >= 0 {
+		u := units[pair]
+		slices.SortStableFunc(u, func(a, b peer) int { return rank[a.name] - rank[b.name] })
+		if rep%2 == 1 {
+			slices.Reverse(u)
+		}
 	}
 	var out []peer
 	for _, u := range rotate(units, rep) {

@@ -119,7 +119,7 @@ func TestRotate(t *testing.T) {
 	}
 }
 
-func TestOrderKeepsSidekeyPairAdjacent(t *testing.T) {
+func TestOrderKeepsSidekeyBesideItsReferences(t *testing.T) {
 	peers := []peer{{name: "nginx"}, {name: peerSidekey}, {name: "haproxy"}, {name: peerSidekeyRotate}, {name: "fasthttp"}}
 	names := func(ps []peer) string {
 		var s []string
@@ -129,10 +129,10 @@ func TestOrderKeepsSidekeyPairAdjacent(t *testing.T) {
 		return strings.Join(s, ",")
 	}
 	want := []string{
-		"nginx,sidekey,sidekey-rotate,haproxy,fasthttp",
-		"sidekey-rotate,sidekey,haproxy,fasthttp,nginx",
-		"haproxy,fasthttp,nginx,sidekey,sidekey-rotate",
-		"fasthttp,nginx,sidekey-rotate,sidekey,haproxy",
+		"nginx,fasthttp,sidekey,sidekey-rotate,haproxy",
+		"sidekey-rotate,sidekey,fasthttp,haproxy,nginx",
+		"haproxy,nginx,fasthttp,sidekey,sidekey-rotate",
+		"nginx,sidekey-rotate,sidekey,fasthttp,haproxy",
 	}
 	for rep, w := range want {
 		if got := names(order(peers, rep)); got != w {
@@ -140,6 +140,9 @@ func TestOrderKeepsSidekeyPairAdjacent(t *testing.T) {
 		}
 	}
 	if got := names(order(peers[:3], 1)); got != "sidekey,haproxy,nginx" {
+		t.Errorf("sidekey alone: %s", got)
+	}
+	if got := names(order([]peer{peers[4], peers[0], peers[1]}, 1)); got != "nginx,sidekey,fasthttp" {
 		t.Errorf("without the rotating peer: %s", got)
 	}
 }
@@ -325,7 +328,7 @@ func TestReport(t *testing.T) {
 		command: "bench/run.sh", loadCPU: 1}
 	var ps []peer
 	for _, p := range peers() {
-		if p.name == peerSidekey || p.name == peerNginx {
+		if p.name == peerSidekey || p.name == peerNginx || p.name == peerFasthttp {
 			ps = append(ps, p)
 		}
 	}
@@ -337,7 +340,8 @@ func TestReport(t *testing.T) {
 				rs = append(rs,
 					result{Peer: peerNginx, Layout: l, Conns: c, Repeat: rep, ReqPerSec: 40000 + float64(rep)*2000, CPUPerReqUS: 10, PeakRSSMiB: 16, AnonRSSMiB: 9},
 					result{Peer: peerSidekey, Layout: l, Conns: c, Repeat: rep, ReqPerSec: 20000 + float64(rep)*1000, CPUPerReqUS: 20, PeakRSSMiB: 22,
-						AnonRSSMiB: 8 + float64(rep), AuditLines: 10, AuditExpected: 10})
+						AnonRSSMiB: 8 + float64(rep), AuditLines: 10, AuditExpected: 10},
+					result{Peer: peerFasthttp, Layout: l, Conns: c, Repeat: rep, ReqPerSec: 25000 + float64(rep)*1000, CPUPerReqUS: 15})
 			}
 		}
 	}
@@ -353,6 +357,8 @@ func TestReport(t *testing.T) {
 		"| sidekey (audit line and metrics on) | 20,500 (FAILED) |",
 		"| sidekey (audit line and metrics on) | 20,500 (20,000–21,000) | 0.50× |",
 		"1 FAILED of 2",
+		// sidekey beside the bare proxy, repeat by repeat: 20,000/25,000 and 21,000/26,000
+		"| capped | 256 | 25,500 (25,000–26,000) | 20,500 (20,000–21,000) | 0.80× (0.80×–0.81×) | 0.80× | 15.0 / 20.0 |",
 		"3 upstream 401s",
 		"did not start",
 		"caddy was not measured: caddy is not installed.",

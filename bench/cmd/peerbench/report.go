@@ -132,6 +132,7 @@ func (r *report) markdown() string {
 			r.detail(&sb, l, conns)
 		}
 	}
+	r.reference(&sb)
 	r.rotation(&sb)
 	r.checks(&sb)
 	r.notes(&sb)
@@ -275,6 +276,28 @@ func (r *report) detail(sb *strings.Builder, l *layout, conns int) {
 	sb.WriteString("\n")
 }
 
+// reference sets sidekey beside the bare fasthttp proxy, the floor of
+// what a fasthttp-based proxy can do, as a paired ratio.
+func (r *report) reference(sb *strings.Builder) {
+	if !r.has(peerSidekey) || !r.has(peerFasthttp) {
+		return
+	}
+	sb.WriteString("## sidekey against the bare fasthttp proxy\n\n" +
+		"The two run back to back in each repeat, in alternating order; the paired ratio is the median, over repeats, " +
+		"of sidekey's req/s divided by the bare proxy's within one repeat, with its range. " +
+		"The ratio of the two medians is beside it.\n\n")
+	tableHead(sb, []string{"layout", "conns", "fasthttp req/s", "sidekey req/s", "paired ratio", "ratio of medians",
+		"CPU µs/req fasthttp / sidekey"})
+	for _, l := range r.layouts {
+		for _, conns := range r.o.conns {
+			base, sk := r.cell(l.name, conns, peerFasthttp), r.cell(l.name, conns, peerSidekey)
+			tableRow(sb, append([]string{l.name, strconv.Itoa(conns)}, append(pairCells(base, sk),
+				oneDecimal(base.stat(cpuUS))+" / "+oneDecimal(sk.stat(cpuUS)))...))
+		}
+	}
+	sb.WriteString("\n")
+}
+
 // rotation sets sidekey with a rotating credential beside the static one.
 func (r *report) rotation(sb *strings.Builder) {
 	if !r.has(peerSidekey) || !r.has(peerSidekeyRotate) {
@@ -290,30 +313,36 @@ func (r *report) rotation(sb *strings.Builder) {
 	for _, l := range r.layouts {
 		for _, conns := range r.o.conns {
 			st, rot := r.cell(l.name, conns, peerSidekey), r.cell(l.name, conns, peerSidekeyRotate)
-			a, b := st.stat(rate), rot.stat(rate)
-			ratio := "–"
-			if a.n > 0 && b.n > 0 && a.med > 0 {
-				ratio = fmt.Sprintf("%.2f×", b.med/a.med)
-			}
 			perSec := rot.stat(func(x *result) float64 { return float64(x.Rotations) / r.o.duration.Seconds() })
-			tableRow(sb, []string{l.name, strconv.Itoa(conns), rangeText(a, thousands), rangeText(b, thousands),
-				rangeText(pairedRatio(st, rot), times), ratio,
-				msText(st.stat(p99).med) + " / " + msText(rot.stat(p99).med), noDecimal(perSec)})
+			tableRow(sb, append([]string{l.name, strconv.Itoa(conns)}, append(pairCells(st, rot),
+				msText(st.stat(p99).med)+" / "+msText(rot.stat(p99).med), noDecimal(perSec))...))
 		}
 	}
 	sb.WriteString("\n")
 }
 
-// pairedRatio is rot's req/s over st's, per repeat in which both were
+// pairCells are the figures of a pair of peers run back to back: each
+// one's median req/s, the paired ratio of other to base and the ratio of
+// their medians.
+func pairCells(base, other cell) []string {
+	a, b := base.stat(rate), other.stat(rate)
+	ratio := "–"
+	if a.n > 0 && b.n > 0 && a.med > 0 {
+		ratio = fmt.Sprintf("%.2f×", b.med/a.med)
+	}
+	return []string{rangeText(a, thousands), rangeText(b, thousands), rangeText(pairedRatio(base, other), times), ratio}
+}
+
+// pairedRatio is other's req/s over base's, per repeat in which both were
 // measured.
-func pairedRatio(st, rot cell) stat {
-	base := map[int]float64{}
-	for _, x := range st.measured() {
-		base[x.Repeat] = x.ReqPerSec
+func pairedRatio(base, other cell) stat {
+	rates := map[int]float64{}
+	for _, x := range base.measured() {
+		rates[x.Repeat] = x.ReqPerSec
 	}
 	var xs []float64
-	for _, x := range rot.measured() {
-		if a, ok := base[x.Repeat]; ok && a > 0 {
+	for _, x := range other.measured() {
+		if a, ok := rates[x.Repeat]; ok && a > 0 {
 			xs = append(xs, x.ReqPerSec/a)
 		}
 	}
