@@ -139,40 +139,50 @@ func appendMillis(b []byte, d time.Duration) []byte {
 }
 
 // appendQuoted appends v as a JSON string (also valid logfmt): quotes,
-// backslashes and control characters escaped, invalid UTF-8 replaced.
+// backslashes and control characters escaped, invalid UTF-8 replaced. Runs
+// of bytes that need no escaping are appended whole.
 func appendQuoted(b, v []byte) []byte {
 	b = append(b, '"')
+	start := 0
 	for i := 0; i < len(v); {
 		c := v[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
-			b = append(b, c)
+		if plainJSON[c] {
 			i++
 			continue
 		}
+		b = append(b, v[start:i]...)
 		if c < utf8.RuneSelf {
 			b = appendEscaped(b, c)
 			i++
-			continue
-		}
-		r, n := utf8.DecodeRune(v[i:])
-		if r == utf8.RuneError && n == 1 {
+		} else if r, n := utf8.DecodeRune(v[i:]); r == utf8.RuneError && n == 1 {
 			b = append(b, `\ufffd`...)
+			i++
 		} else {
 			b = append(b, v[i:i+n]...)
+			i += n
 		}
-		i += n
+		start = i
 	}
-	return append(b, '"')
+	return append(append(b, v[start:]...), '"')
 }
 
 func appendQuotedStr(b []byte, v string) []byte {
 	for i := 0; i < len(v); i++ {
-		if c := v[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+		if !plainJSON[v[i]] {
 			return appendQuoted(b, []byte(v))
 		}
 	}
 	return append(append(append(b, '"'), v...), '"')
 }
+
+// plainJSON marks the bytes a JSON string holds as they are: printable
+// ASCII but the quote and the backslash.
+var plainJSON = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 func appendEscaped(b []byte, c byte) []byte {
 	switch c {

@@ -18,7 +18,8 @@ import (
 
 // benchProxy is a proxy with one bearer route to an in-memory upstream that
 // checks the token, with metrics and the audit line on, as in production.
-func benchProxy(b *testing.B) (*Proxy, func()) {
+// dial, when not nil, replaces the in-memory upstream.
+func benchProxy(b *testing.B, dial func(string) (net.Conn, error)) (*Proxy, func()) {
 	b.Helper()
 	upLn := fasthttputil.NewInmemoryListener()
 	body := make([]byte, 64)
@@ -50,8 +51,10 @@ func benchProxy(b *testing.B) (*Proxy, func()) {
 		Name: "r", PathPrefix: "/api/", Upstream: u, StripPrefix: true, Timeout: 5 * time.Second,
 		Inject: &config.Inject{Credential: "cred", As: "bearer"},
 	}}}
-	px, err := New(cfg, set, Options{Metrics: m, Audit: sink,
-		Dial: func(string) (net.Conn, error) { return upLn.Dial() }})
+	if dial == nil {
+		dial = func(string) (net.Conn, error) { return upLn.Dial() }
+	}
+	px, err := New(cfg, set, Options{Metrics: m, Audit: sink, Dial: dial})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -66,7 +69,7 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 // snapshot, injection, upstream exchange, metrics, audit line — on a reused
 // RequestCtx, as the server does for each request on a connection.
 func BenchmarkHandler(b *testing.B) {
-	px, stop := benchProxy(b)
+	px, stop := benchProxy(b, nil)
 	defer stop()
 	var ctx fasthttp.RequestCtx
 	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5555}

@@ -22,18 +22,21 @@ type idleConn struct {
 	rd, wd time.Time
 }
 
+// Read and Write check the time since the last renewal with time.Since,
+// which reads only the monotonic clock; the wall clock a deadline needs is
+// read only when it is renewed.
 func (c *idleConn) Read(p []byte) (int, error) {
-	if now := time.Now(); now.Sub(c.rd) > c.timeout/8 {
-		c.rd = now
-		_ = c.Conn.SetReadDeadline(now.Add(c.timeout))
+	if time.Since(c.rd) > c.timeout/8 {
+		c.rd = time.Now()
+		_ = c.Conn.SetReadDeadline(c.rd.Add(c.timeout))
 	}
 	return c.Conn.Read(p)
 }
 
 func (c *idleConn) Write(p []byte) (int, error) {
-	if now := time.Now(); now.Sub(c.wd) > c.timeout/8 {
-		c.wd = now
-		_ = c.Conn.SetWriteDeadline(now.Add(c.timeout))
+	if time.Since(c.wd) > c.timeout/8 {
+		c.wd = time.Now()
+		_ = c.Conn.SetWriteDeadline(c.wd.Add(c.timeout))
 	}
 	return c.Conn.Write(p)
 }

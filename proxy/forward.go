@@ -15,13 +15,14 @@ import (
 // exchange is per-request scratch space, pooled so that the request path
 // allocates nothing in steady state. It never outlives its handler call.
 type exchange struct {
-	rec  record
-	edit requestEditor
-	buf  []byte // injection scratch
-	path []byte // rewritten upstream path
-	log  []byte // logged path
-	rid  []byte // generated request ID
-	line []byte // audit line
+	rec    record
+	edit   requestEditor
+	buf    []byte // injection scratch
+	path   []byte // rewritten upstream path
+	log    []byte // logged path
+	rid    []byte // request ID: the app's or, when ridNew, one generated for it
+	ridNew bool
+	line   []byte // audit line
 }
 
 var exchanges = sync.Pool{New: func() any { return new(exchange) }}
@@ -37,11 +38,14 @@ func (p *Proxy) handle(ctx *fasthttp.RequestCtx) {
 	if p.opts.Tracing != nil && p.opts.Tracing.Enabled() {
 		p.startServerSpan(ctx, rec)
 	}
-	rec.rid = ctx.Request.Header.Peek(headerRequestID)
-	if len(rec.rid) == 0 {
-		x.rid = p.rids.append(x.rid[:0])
-		rec.rid = x.rid
+	// The ID is kept in x.rid, not as a slice of the header: header edits
+	// reuse the memory of a deleted header's value.
+	x.rid = append(x.rid[:0], ctx.Request.Header.Peek(headerRequestID)...)
+	x.ridNew = len(x.rid) == 0
+	if x.ridNew {
+		x.rid = p.rids.append(x.rid)
 	}
+	rec.rid = x.rid
 	t := p.table.Load()
 	p.forward(ctx, t, x, rec)
 	now := rec.end // the upstream answer's time: one clock reading fewer
@@ -110,8 +114,9 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, x *exchange, rec *re
 		_ = ctx.SetReadDeadline(time.Time{})
 	}
 	clientClose := req.Header.ConnectionClose()
-	upgrade := isUpgrade(&req.Header)
-	x.prepare(req, rt, upgrade, rec)
+	hops := hopMask(req.Header.All()) // one pass over the headers
+	upgrade := hops&hopConnection != 0 && isUpgrade(&req.Header)
+	x.prepare(req, rt, hops, upgrade, rec)
 	if rt.signBody {
 		if err := bufferBody(req); err != nil {
 			writeError(ctx, fasthttp.StatusRequestEntityTooLarge, codeBodyTooLarge, "")
@@ -149,8 +154,8 @@ func (p *Proxy) exchange(ctx *fasthttp.RequestCtx, x *exchange, rt *route, rec *
 	if err == nil && resp.StatusCode() == fasthttp.StatusUnauthorized && replayable(&ctx.Request, rec) {
 		err = p.retryUnauthorized(ctx, x, rt, rec)
 	}
-	rec.end = time.Now()
-	rec.upstream = rec.end.Sub(start)
+	rec.upstream = time.Since(start) // the monotonic clock alone: cheaper than a second time.Now
+	rec.end = start.Add(rec.upstream)
 	endClientSpan(span, resp.StatusCode(), err)
 	if err != nil {
 		status, code := errorStatus(err)
@@ -179,10 +184,10 @@ func bodyRead(h *fasthttp.RequestHeader) bool {
 // and credential-carrying headers out, path rewritten, Host set, a request ID
 // forwarded. It records the app's path (query without the injected parameter)
 // for the audit line.
-func (x *exchange) prepare(req *fasthttp.Request, rt *route, upgrade bool, rec *record) {
+func (x *exchange) prepare(req *fasthttp.Request, rt *route, hops uint16, upgrade bool, rec *record) {
 	x.edit.r, x.edit.scheme = req, rt.scheme
 	req.Header.SetNoDefaultContentType(true)
-	stripRequestHops(&req.Header, upgrade)
+	stripRequestHops(&req.Header, hops, upgrade)
 	if rt.form != nil {
 		rt.form.Strip(&x.edit)
 	}
@@ -197,12 +202,17 @@ func (x *exchange) prepare(req *fasthttp.Request, rt *route, upgrade bool, rec *
 	uri.SetScheme(rt.scheme) // the app spoke plain HTTP or TLS to sidekey; the upstream may differ
 	uri.SetHost(rt.upHost)
 	req.Header.SetHost(rt.upHost)
-	if len(req.Header.Peek(headerRequestID)) == 0 {
-		req.Header.SetBytesV(headerRequestID, rec.rid)
+	// Set, not Add: the app may have sent the header empty. An ID the app
+	// sent is forwarded as it is, unless stripped above (listed in
+	// Connection), which the Peek tells.
+	if x.ridNew || len(req.Header.Peek(headerRequestID)) == 0 {
+		req.Header.SetCanonical(headerRequestIDKey, rec.rid) // the name is canonical: no normalising
 	}
 }
 
 const headerRequestID = "X-Request-Id"
+
+var headerRequestIDKey = []byte(headerRequestID)
 
 // upstreamPath appends the upstream path for an app path to dst: the
 // upstream's base path, then the app path with the route prefix stripped

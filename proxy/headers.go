@@ -21,10 +21,9 @@ var hopHeaders = []string{
 }
 
 // stripRequestHops removes hop-by-hop headers from an app request, keeping
-// Connection and Upgrade on a protocol upgrade (the tunnel needs them). It
-// reads the headers once and deletes only what is there.
-func stripRequestHops(h *fasthttp.RequestHeader, upgrade bool) {
-	mask := hopMask(h.All())
+// Connection and Upgrade on a protocol upgrade (the tunnel needs them).
+// mask is hopMask of its headers: it deletes only what is there.
+func stripRequestHops(h *fasthttp.RequestHeader, mask uint16, upgrade bool) {
 	if mask == 0 {
 		return
 	}
@@ -63,25 +62,37 @@ func stripResponseHops(h *fasthttp.ResponseHeader) {
 const hopConnection = 1 << 15
 
 // hopMask reports, one bit per hopHeaders entry (and hopConnection), which
-// hop-by-hop headers are present.
+// hop-by-hop headers are present. A header name is compared only with the
+// hop-by-hop names of its length.
 func hopMask(all iter.Seq2[[]byte, []byte]) uint16 {
 	var mask uint16
 	for k := range all {
-		if len(k) < 2 || len(k) > len("Proxy-Authorization") {
+		if len(k) >= len(hopByLen) {
 			continue
 		}
-		if bytes.EqualFold(k, []byte(fasthttp.HeaderConnection)) {
-			mask |= hopConnection
-			continue
-		}
-		for i, name := range hopHeaders {
-			if len(k) == len(name) && bytes.EqualFold(k, []byte(name)) {
-				mask |= 1 << i
+		for _, h := range hopByLen[len(k)] {
+			if bytes.EqualFold(k, []byte(h.name)) {
+				mask |= h.bit
 			}
 		}
 	}
 	return mask
 }
+
+type hopName struct {
+	name string
+	bit  uint16
+}
+
+// hopByLen lists the hop-by-hop names, Connection included, by length.
+var hopByLen = func() (t [len("Proxy-Authorization") + 1][]hopName) {
+	for i, n := range hopHeaders {
+		t[len(n)] = append(t[len(n)], hopName{n, 1 << i})
+	}
+	n := fasthttp.HeaderConnection
+	t[len(n)] = append(t[len(n)], hopName{n, hopConnection})
+	return t
+}()
 
 // delListed deletes every header named in a Connection value, except the
 // connection options fasthttp itself interprets.
