@@ -22,6 +22,7 @@ type exchange struct {
 	log    []byte // logged path
 	rid    []byte // request ID: the app's or, when ridNew, one generated for it
 	ridNew bool
+	hops   uint16 // hopMask of the app's request
 	line   []byte // audit line
 }
 
@@ -38,9 +39,9 @@ func (p *Proxy) handle(ctx *fasthttp.RequestCtx) {
 	if p.opts.Tracing != nil && p.opts.Tracing.Enabled() {
 		p.startServerSpan(ctx, rec)
 	}
-	// The ID is kept in x.rid, not as a slice of the header: header edits
-	// reuse the memory of a deleted header's value.
-	x.rid = append(x.rid[:0], ctx.Request.Header.Peek(headerRequestID)...)
+	// The ID is copied to x.rid, not kept as a slice of the header: header
+	// edits reuse the memory of a deleted header's value.
+	x.hops, x.rid = scanRequest(&ctx.Request.Header, x.rid[:0])
 	x.ridNew = len(x.rid) == 0
 	if x.ridNew {
 		x.rid = p.rids.append(x.rid)
@@ -114,9 +115,8 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, x *exchange, rec *re
 		_ = ctx.SetReadDeadline(time.Time{})
 	}
 	clientClose := req.Header.ConnectionClose()
-	hops := hopMask(req.Header.All()) // one pass over the headers
-	upgrade := hops&hopConnection != 0 && isUpgrade(&req.Header)
-	x.prepare(req, rt, hops, upgrade, rec)
+	upgrade := x.hops&hopConnection != 0 && isUpgrade(&req.Header)
+	x.prepare(req, rt, upgrade, rec)
 	if rt.signBody {
 		if err := bufferBody(req); err != nil {
 			writeError(ctx, fasthttp.StatusRequestEntityTooLarge, codeBodyTooLarge, "")
@@ -184,10 +184,10 @@ func bodyRead(h *fasthttp.RequestHeader) bool {
 // and credential-carrying headers out, path rewritten, Host set, a request ID
 // forwarded. It records the app's path (query without the injected parameter)
 // for the audit line.
-func (x *exchange) prepare(req *fasthttp.Request, rt *route, hops uint16, upgrade bool, rec *record) {
+func (x *exchange) prepare(req *fasthttp.Request, rt *route, upgrade bool, rec *record) {
 	x.edit.r, x.edit.scheme = req, rt.scheme
 	req.Header.SetNoDefaultContentType(true)
-	stripRequestHops(&req.Header, hops, upgrade)
+	stripRequestHops(&req.Header, x.hops, upgrade)
 	if rt.form != nil {
 		rt.form.Strip(&x.edit)
 	}

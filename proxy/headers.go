@@ -62,21 +62,41 @@ func stripResponseHops(h *fasthttp.ResponseHeader) {
 const hopConnection = 1 << 15
 
 // hopMask reports, one bit per hopHeaders entry (and hopConnection), which
-// hop-by-hop headers are present. A header name is compared only with the
-// hop-by-hop names of its length.
+// hop-by-hop headers are present.
 func hopMask(all iter.Seq2[[]byte, []byte]) uint16 {
 	var mask uint16
 	for k := range all {
-		if len(k) >= len(hopByLen) {
-			continue
-		}
-		for _, h := range hopByLen[len(k)] {
-			if bytes.EqualFold(k, []byte(h.name)) {
-				mask |= h.bit
-			}
-		}
+		mask |= hopBit(k)
 	}
 	return mask
+}
+
+// scanRequest reads an app request's headers once: its hop-by-hop mask and
+// its first X-Request-Id, which it appends to rid.
+func scanRequest(h *fasthttp.RequestHeader, rid []byte) (uint16, []byte) {
+	var mask uint16
+	found := false
+	for k, v := range h.All() {
+		mask |= hopBit(k)
+		if !found && len(k) == len(headerRequestID) && bytes.EqualFold(k, headerRequestIDKey) {
+			rid, found = append(rid, v...), true
+		}
+	}
+	return mask, rid
+}
+
+// hopBit is the hopMask bit of a header name, or 0. The name is compared
+// only with the hop-by-hop names of its length.
+func hopBit(k []byte) uint16 {
+	if len(k) >= len(hopByLen) {
+		return 0
+	}
+	for _, h := range hopByLen[len(k)] {
+		if bytes.EqualFold(k, []byte(h.name)) {
+			return h.bit
+		}
+	}
+	return 0
 }
 
 type hopName struct {
@@ -152,8 +172,19 @@ type requestEditor struct {
 	scheme string // upstream scheme, for SignableRequest.URL
 }
 
-func (e *requestEditor) SetHeader(name string, v []byte) { e.r.Header.SetBytesV(name, v) }
-func (e *requestEditor) DelHeader(name string)           { e.r.Header.Del(name) }
+// SetHeader and DelHeader get canonical names (injector.Request), which
+// fasthttp would otherwise normalise again on every call: SetCanonical takes
+// the name as it is, and Del does with normalising off for the call.
+func (e *requestEditor) SetHeader(name string, v []byte) {
+	e.r.Header.SetCanonical([]byte(name), v)
+}
+
+func (e *requestEditor) DelHeader(name string) {
+	h := &e.r.Header
+	h.DisableNormalizing()
+	h.Del(name)
+	h.EnableNormalizing()
+}
 func (e *requestEditor) SetQueryArg(name string, v []byte) {
 	e.r.URI().QueryArgs().SetBytesV(name, v)
 }
