@@ -36,9 +36,11 @@ func (p *Proxy) audit(ctx *fasthttp.RequestCtx, x *exchange, now time.Time) {
 	b = field(b, "request_id", rec.rid, text)
 	b = field(b, "trace_id", rec.traceID(), text)
 	if rt := rec.route; rt != nil {
-		b = fieldStr(b, "route", rt.name, text)
-		b = fieldStr(b, "upstream", rt.upstream, text)
-		b = fieldStr(b, "credential", rt.credential, text)
+		if text {
+			b = append(b, rt.auditText...)
+		} else {
+			b = append(b, rt.auditJSON...)
+		}
 		if v := rec.version; v != nil {
 			b = fieldInt(b, "credential_version", int64(v.Number()), text)
 			b = fieldStr(b, "fingerprint", v.Fingerprint(), text)
@@ -53,6 +55,13 @@ func (p *Proxy) audit(ctx *fasthttp.RequestCtx, x *exchange, now time.Time) {
 	}
 	x.line = b
 	sink.Submit(b)
+}
+
+// routeFields are a route's fixed audit fields, in either format.
+func routeFields(rt *route, text bool) string {
+	b := fieldStr(nil, "route", rt.name, text)
+	b = fieldStr(b, "upstream", rt.upstream, text)
+	return string(fieldStr(b, "credential", rt.credential, text))
 }
 
 func auditStart(b []byte, now time.Time, text bool) []byte {

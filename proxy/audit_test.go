@@ -7,6 +7,10 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/sidekey/sidekey/telemetry"
 )
 
 func TestAppendMillisMatchesAppendFloat(t *testing.T) {
@@ -49,4 +53,36 @@ func FuzzAppendQuoted(f *testing.F) {
 			t.Fatalf("appendQuotedStr %s, appendQuoted %s", str, got)
 		}
 	})
+}
+
+// TestAuditLine: the whole line in both formats, the route's fields escaped
+// once when the route is built.
+func TestAuditLine(t *testing.T) {
+	rt := &route{name: `r"1`, upstream: "http://up.local/base", credential: "cred"}
+	rt.auditJSON, rt.auditText = routeFields(rt, false), routeFields(rt, true)
+	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, tc := range []struct {
+		text bool
+		want string
+	}{
+		{false, `{"level":"info","msg":"request","time":"2026-01-02T03:04:05.012Z","method":"GET","path":"/a?b=1",` +
+			`"status":200,"duration_ms":12.345,"request_id":"id-1","trace_id":"","route":"r\"1",` +
+			`"upstream":"http://up.local/base","credential":"cred"}` + "\n"},
+		{true, `time="2026-01-02T03:04:05.012Z" level=info msg=request method="GET" path="/a?b=1" status=200 ` +
+			`duration_ms=12.345 request_id="id-1" trace_id="" route="r\"1" upstream="http://up.local/base" credential="cred"` + "\n"},
+	} {
+		var out strings.Builder
+		sink := telemetry.NewLineSink(&out, nil, 1<<16, 0)
+		p := &Proxy{opts: Options{Audit: sink, AuditText: tc.text}}
+		p.auditOn.Store(true)
+		var ctx fasthttp.RequestCtx
+		ctx.Request.Header.SetMethod("GET")
+		ctx.Response.SetStatusCode(200)
+		x := &exchange{rec: record{start: start, route: rt, path: []byte("/a?b=1"), rid: []byte("id-1")}}
+		p.audit(&ctx, x, start.Add(12345*time.Microsecond))
+		sink.Close()
+		if out.String() != tc.want {
+			t.Errorf("text=%v:\n got %s\nwant %s", tc.text, out.String(), tc.want)
+		}
+	}
 }
