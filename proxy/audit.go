@@ -2,11 +2,13 @@ package proxy
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"strconv"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/valyala/fasthttp"
 )
@@ -152,36 +154,48 @@ func appendMillis(b []byte, d time.Duration) []byte {
 // of bytes that need no escaping are appended whole.
 func appendQuoted(b, v []byte) []byte {
 	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(v); {
-		c := v[i]
-		if plainJSON[c] {
-			i++
-			continue
+	for {
+		n := plainPrefix(v)
+		b = append(b, v[:n]...)
+		v = v[n:]
+		if len(v) == 0 {
+			return append(b, '"')
 		}
-		b = append(b, v[start:i]...)
-		if c < utf8.RuneSelf {
+		if c := v[0]; c < utf8.RuneSelf {
 			b = appendEscaped(b, c)
-			i++
-		} else if r, n := utf8.DecodeRune(v[i:]); r == utf8.RuneError && n == 1 {
+			v = v[1:]
+		} else if r, size := utf8.DecodeRune(v); r == utf8.RuneError && size == 1 {
 			b = append(b, `\ufffd`...)
-			i++
+			v = v[1:]
 		} else {
-			b = append(b, v[i:i+n]...)
-			i += n
+			b = append(b, v[:size]...)
+			v = v[size:]
 		}
-		start = i
 	}
-	return append(append(b, v[start:]...), '"')
 }
 
 func appendQuotedStr(b []byte, v string) []byte {
-	for i := 0; i < len(v); i++ {
-		if !plainJSON[v[i]] {
-			return appendQuoted(b, []byte(v))
+	// A read-only view of v: plainPrefix and appendQuoted never write to it.
+	return appendQuoted(b, unsafe.Slice(unsafe.StringData(v), len(v)))
+}
+
+// plainPrefix is the length of v's leading run of plainJSON bytes, tested
+// eight at a time while it lasts.
+func plainPrefix(v []byte) int {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	i := 0
+	for ; i+8 <= len(v); i += 8 {
+		x := binary.LittleEndian.Uint64(v[i:])
+		// a byte below 0x20, a byte at or above 0x80, a quote or a backslash
+		quote, backslash := x^(ones*'"'), x^(ones*'\\')
+		if ((x-ones*0x20)&^x|x|(quote-ones)&^quote|(backslash-ones)&^backslash)&highs != 0 {
+			break
 		}
 	}
-	return append(append(append(b, '"'), v...), '"')
+	for i < len(v) && plainJSON[v[i]] {
+		i++
+	}
+	return i
 }
 
 // plainJSON marks the bytes a JSON string holds as they are: printable

@@ -28,7 +28,8 @@ func TestAppendMillisMatchesAppendFloat(t *testing.T) {
 // the function agrees with the byte form.
 func FuzzAppendQuoted(f *testing.F) {
 	for _, s := range []string{"", "/api/items?x=1", `a"b\c`, "tab\there\nnl\r\x00\x1f\x7f", "héllo ✓ 𝄞",
-		"bad\xffutf8\xc3", "\xe2\x80", "<script>&amp;", "\u2028\u2029"} {
+		"bad\xffutf8\xc3", "\xe2\x80", "<script>&amp;", "\u2028\u2029",
+		"/a/long/path/with\"a/quote/in/it", "0123456789\x01abcdefgh", "aaaaaaaa\\bbbbbbbb", "abcdefgh\x80ijklmnop"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -83,6 +84,24 @@ func TestAuditLine(t *testing.T) {
 		sink.Close()
 		if out.String() != tc.want {
 			t.Errorf("text=%v:\n got %s\nwant %s", tc.text, out.String(), tc.want)
+		}
+	}
+}
+
+// TestPlainPrefix puts each byte value at each place of a run of plain
+// bytes: the word-at-a-time test must stop exactly where the table does.
+func TestPlainPrefix(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		for at := 0; at < 20; at++ {
+			v := []byte(strings.Repeat("a", 20))
+			v[at] = byte(c)
+			want := len(v)
+			if !plainJSON[c] {
+				want = at
+			}
+			if got := plainPrefix(v); got != want {
+				t.Fatalf("byte %#x at %d: plainPrefix %d, want %d", c, at, got, want)
+			}
 		}
 	}
 }

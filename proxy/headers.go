@@ -78,7 +78,7 @@ func scanRequest(h *fasthttp.RequestHeader, rid []byte) (uint16, []byte) {
 	found := false
 	for k, v := range h.All() {
 		mask |= hopBit(k)
-		if !found && len(k) == len(headerRequestID) && bytes.EqualFold(k, headerRequestIDKey) {
+		if !found && len(k) == len(headerRequestID) && k[0]|0x20 == 'x' && bytes.EqualFold(k, headerRequestIDKey) {
 			rid, found = append(rid, v...), true
 		}
 	}
@@ -92,7 +92,7 @@ func hopBit(k []byte) uint16 {
 		return 0
 	}
 	for _, h := range hopByLen[len(k)] {
-		if bytes.EqualFold(k, []byte(h.name)) {
+		if k[0]|0x20 == h.name[0]|0x20 && bytes.EqualFold(k, []byte(h.name)) {
 			return h.bit
 		}
 	}
