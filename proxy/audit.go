@@ -27,16 +27,16 @@ func (p *Proxy) audit(ctx *fasthttp.RequestCtx, x *exchange, now time.Time) {
 	b := x.line[:0]
 	text := p.opts.AuditText
 	b = auditStart(b, now, text)
-	b = field(b, "method", ctx.Method(), text)
+	b = field(b, keyMethod, ctx.Method(), text)
 	path := rec.path
 	if len(path) == 0 {
 		path = ctx.Path()
 	}
-	b = field(b, "path", path, text)
-	b = fieldInt(b, "status", int64(ctx.Response.StatusCode()), text)
-	b = fieldMillis(b, "duration_ms", now.Sub(rec.start), text)
-	b = field(b, "request_id", rec.rid, text)
-	b = field(b, "trace_id", rec.traceID(), text)
+	b = field(b, keyPath, path, text)
+	b = fieldInt(b, keyStatus, int64(ctx.Response.StatusCode()), text)
+	b = appendMillis(appendKey(b, keyDuration, text), now.Sub(rec.start))
+	b = field(b, keyRequestID, rec.rid, text)
+	b = field(b, keyTraceID, rec.traceID(), text)
 	if rt := rec.route; rt != nil {
 		if text {
 			b = append(b, rt.auditText...)
@@ -44,11 +44,11 @@ func (p *Proxy) audit(ctx *fasthttp.RequestCtx, x *exchange, now time.Time) {
 			b = append(b, rt.auditJSON...)
 		}
 		if v := rec.version; v != nil {
-			b = fieldInt(b, "credential_version", int64(v.Number()), text)
-			b = fieldStr(b, "fingerprint", v.Fingerprint(), text)
+			b = fieldInt(b, keyVersion, int64(v.Number()), text)
+			b = fieldStr(b, keyFingerprint, v.Fingerprint(), text)
 		}
 	} else {
-		b = fieldStr(b, "route", "none", text)
+		b = fieldStr(b, keyRoute, "none", text)
 	}
 	if text {
 		b = append(b, '\n')
@@ -61,9 +61,9 @@ func (p *Proxy) audit(ctx *fasthttp.RequestCtx, x *exchange, now time.Time) {
 
 // routeFields are a route's fixed audit fields, in either format.
 func routeFields(rt *route, text bool) string {
-	b := fieldStr(nil, "route", rt.name, text)
-	b = fieldStr(b, "upstream", rt.upstream, text)
-	return string(fieldStr(b, "credential", rt.credential, text))
+	b := fieldStr(nil, keyRoute, rt.name, text)
+	b = fieldStr(b, keyUpstream, rt.upstream, text)
+	return string(fieldStr(b, keyCredential, rt.credential, text))
 }
 
 func auditStart(b []byte, now time.Time, text bool) []byte {
@@ -100,40 +100,44 @@ func appendTime(b []byte, now time.Time) []byte {
 	return append(b, '.', byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10), 'Z')
 }
 
-func field(b []byte, k string, v []byte, text bool) []byte {
-	if text {
-		b = append(append(append(b, ' '), k...), '=')
-		return appendQuoted(b, v)
-	}
-	b = append(append(append(b, ",\""...), k...), "\":"...)
-	return appendQuoted(b, v)
+// auditKey is a field's name as written before its value, in each format.
+type auditKey struct{ json, text string }
+
+func newAuditKey(name string) auditKey {
+	return auditKey{json: `,"` + name + `":`, text: " " + name + "="}
 }
 
-func fieldStr(b []byte, k, v string, text bool) []byte {
+var (
+	keyMethod      = newAuditKey("method")
+	keyPath        = newAuditKey("path")
+	keyStatus      = newAuditKey("status")
+	keyDuration    = newAuditKey("duration_ms")
+	keyRequestID   = newAuditKey("request_id")
+	keyTraceID     = newAuditKey("trace_id")
+	keyRoute       = newAuditKey("route")
+	keyUpstream    = newAuditKey("upstream")
+	keyCredential  = newAuditKey("credential")
+	keyVersion     = newAuditKey("credential_version")
+	keyFingerprint = newAuditKey("fingerprint")
+)
+
+func appendKey(b []byte, k auditKey, text bool) []byte {
 	if text {
-		b = append(append(append(b, ' '), k...), '=')
-		return appendQuotedStr(b, v)
+		return append(b, k.text...)
 	}
-	b = append(append(append(b, ",\""...), k...), "\":"...)
-	return appendQuotedStr(b, v)
+	return append(b, k.json...)
 }
 
-func fieldInt(b []byte, k string, v int64, text bool) []byte {
-	if text {
-		b = append(append(append(b, ' '), k...), '=')
-	} else {
-		b = append(append(append(b, ",\""...), k...), "\":"...)
-	}
-	return strconv.AppendInt(b, v, 10)
+func field(b []byte, k auditKey, v []byte, text bool) []byte {
+	return appendQuoted(appendKey(b, k, text), v)
 }
 
-func fieldMillis(b []byte, k string, d time.Duration, text bool) []byte {
-	if text {
-		b = append(append(append(b, ' '), k...), '=')
-	} else {
-		b = append(append(append(b, ",\""...), k...), "\":"...)
-	}
-	return appendMillis(b, d)
+func fieldStr(b []byte, k auditKey, v string, text bool) []byte {
+	return appendQuotedStr(appendKey(b, k, text), v)
+}
+
+func fieldInt(b []byte, k auditKey, v int64, text bool) []byte {
+	return strconv.AppendInt(appendKey(b, k, text), v, 10)
 }
 
 // appendMillis appends d in milliseconds with three decimals, as
