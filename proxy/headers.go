@@ -174,7 +174,8 @@ type requestEditor struct {
 
 // SetHeader and DelHeader get canonical names (injector.Request), which
 // fasthttp would otherwise normalise again on every call: SetCanonical takes
-// the name as it is, and Del does with normalising off for the call.
+// the name as it is, and Del does with normalising off for the call, then
+// back on, as the server (which normalises names it reads) left it.
 func (e *requestEditor) SetHeader(name string, v []byte) {
 	e.r.Header.SetCanonical([]byte(name), v)
 }
@@ -185,6 +186,7 @@ func (e *requestEditor) DelHeader(name string) {
 	h.Del(name)
 	h.EnableNormalizing()
 }
+
 func (e *requestEditor) SetQueryArg(name string, v []byte) {
 	e.r.URI().QueryArgs().SetBytesV(name, v)
 }
