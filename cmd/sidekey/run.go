@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -32,6 +33,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stderr io.Write
 		fmt.Fprintln(stderr, err)
 		return exitFailed
 	}
+	setGCPercent(os.Getenv)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -40,6 +42,21 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stderr io.Write
 		return exitFailed
 	}
 	return exitOK
+}
+
+// gcPercent is the proxy's GOGC unless the environment sets one. What
+// sidekey keeps alive is small, mostly connection buffers the collector
+// need not scan, while each request with a body leaves a few bytes of
+// garbage (fasthttp's drain of the streamed body): at Go's default of 100
+// that garbage grows the heap by as much as it holds alive before a cycle
+// runs, at 256 connections several MiB of memory touched for nothing. At 25
+// a cycle runs every few seconds under load, for a few milliseconds of CPU.
+const gcPercent = 25
+
+func setGCPercent(getenv func(string) string) {
+	if getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
 }
 
 // listening is told each bound address, for the demo and tests.
