@@ -38,11 +38,7 @@ func (p *Proxy) audit(ctx *fasthttp.RequestCtx, x *exchange, now time.Time) {
 	b = field(b, keyRequestID, rec.rid, text)
 	b = field(b, keyTraceID, rec.traceID(), text)
 	if rt := rec.route; rt != nil {
-		if text {
-			b = append(b, rt.auditText...)
-		} else {
-			b = append(b, rt.auditJSON...)
-		}
+		b = appendKey(b, rt.auditFields, text)
 		if v := rec.version; v != nil {
 			b = fieldInt(b, keyVersion, int64(v.Number()), text)
 			b = fieldStr(b, keyFingerprint, v.Fingerprint(), text)
@@ -59,11 +55,14 @@ func (p *Proxy) audit(ctx *fasthttp.RequestCtx, x *exchange, now time.Time) {
 	sink.Submit(b)
 }
 
-// routeFields are a route's fixed audit fields, in either format.
-func routeFields(rt *route, text bool) string {
-	b := fieldStr(nil, keyRoute, rt.name, text)
-	b = fieldStr(b, keyUpstream, rt.upstream, text)
-	return string(fieldStr(b, keyCredential, rt.credential, text))
+// routeFields are a route's fixed audit fields, escaped in each format.
+func routeFields(rt *route) auditKey {
+	fields := func(text bool) string {
+		b := fieldStr(nil, keyRoute, rt.name, text)
+		b = fieldStr(b, keyUpstream, rt.upstream, text)
+		return string(fieldStr(b, keyCredential, rt.credential, text))
+	}
+	return auditKey{json: fields(false), text: fields(true)}
 }
 
 func auditStart(b []byte, now time.Time, text bool) []byte {
@@ -100,7 +99,8 @@ func appendTime(b []byte, now time.Time) []byte {
 	return append(b, '.', byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10), 'Z')
 }
 
-// auditKey is a field's name as written before its value, in each format.
+// auditKey is a fixed piece of the audit line, in each format: a field's
+// name as written before its value, or a route's fixed fields.
 type auditKey struct{ json, text string }
 
 func newAuditKey(name string) auditKey {

@@ -60,7 +60,7 @@ func FuzzAppendQuoted(f *testing.F) {
 // once when the route is built.
 func TestAuditLine(t *testing.T) {
 	rt := &route{name: `r"1`, upstream: "http://up.local/base", credential: "cred"}
-	rt.auditJSON, rt.auditText = routeFields(rt, false), routeFields(rt, true)
+	rt.auditFields = routeFields(rt)
 	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	for _, tc := range []struct {
 		text bool

@@ -15,15 +15,14 @@ import (
 // exchange is per-request scratch space, pooled so that the request path
 // allocates nothing in steady state. It never outlives its handler call.
 type exchange struct {
-	rec    record
-	edit   requestEditor
-	buf    []byte // injection scratch
-	path   []byte // rewritten upstream path
-	log    []byte // logged path
-	rid    []byte // request ID: the app's or, when ridNew, one generated for it
-	ridNew bool
-	hops   uint16 // hopMask of the app's request
-	line   []byte // audit line
+	rec  record
+	edit requestEditor
+	buf  []byte // injection scratch
+	path []byte // rewritten upstream path
+	log  []byte // logged path
+	rid  []byte // request ID: the app's, or one generated for it
+	hops uint16 // hopMask of the app's request
+	line []byte // audit line
 }
 
 var exchanges = sync.Pool{New: func() any { return new(exchange) }}
@@ -42,8 +41,7 @@ func (p *Proxy) handle(ctx *fasthttp.RequestCtx) {
 	// The ID is copied to x.rid, not kept as a slice of the header: header
 	// edits reuse the memory of a deleted header's value.
 	x.hops, x.rid = scanRequest(&ctx.Request.Header, x.rid[:0])
-	x.ridNew = len(x.rid) == 0
-	if x.ridNew {
+	if len(x.rid) == 0 {
 		x.rid = p.rids.append(x.rid)
 	}
 	rec.rid = x.rid
@@ -202,12 +200,10 @@ func (x *exchange) prepare(req *fasthttp.Request, rt *route, upgrade bool, rec *
 	uri.SetScheme(rt.scheme) // the app spoke plain HTTP or TLS to sidekey; the upstream may differ
 	uri.SetHost(rt.upHost)
 	req.Header.SetHost(rt.upHost)
-	// Set, not Add: the app may have sent the header empty. An ID the app
-	// sent is forwarded as it is, unless stripped above (listed in
-	// Connection), which the Peek tells.
-	if x.ridNew || len(req.Header.Peek(headerRequestID)) == 0 {
-		req.Header.SetCanonical(headerRequestIDKey, rec.rid) // the name is canonical: no normalising
-	}
+	// Set, whatever the app sent: its own ID is set back unchanged (in
+	// place, or again if stripped above as listed in Connection), an empty
+	// one is replaced. The name is canonical: no normalising.
+	req.Header.SetCanonical(headerRequestIDKey, rec.rid)
 }
 
 const headerRequestID = "X-Request-Id"

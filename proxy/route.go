@@ -42,9 +42,9 @@ type route struct {
 	scheme   string
 	metrics  *telemetry.RouteMetrics // nil without metrics
 	dialer   func(string) (net.Conn, error)
-	// auditJSON and auditText are the route's fixed audit fields (route,
-	// upstream, credential), escaped once here rather than per request.
-	auditJSON, auditText string
+	// auditFields are the route's fixed audit fields (route, upstream,
+	// credential), escaped once here rather than per request.
+	auditFields auditKey
 }
 
 // ClientCertificate is an outbound client certificate that renews itself;
@@ -94,7 +94,7 @@ func compileRoute(rc config.Route, holders Holders, opts Options) (*route, error
 		return nil, fmt.Errorf("route %s: %w", rc.Name, err)
 	}
 	rt.client.Store(rt.newClient())
-	rt.auditJSON, rt.auditText = routeFields(rt, false), routeFields(rt, true)
+	rt.auditFields = routeFields(rt)
 	return rt, nil
 }
 
