@@ -2,6 +2,7 @@ package vaulte2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -206,7 +207,13 @@ func within(t *testing.T, d time.Duration, what string, cond func() bool) {
 // tokenInfo is what lookup-self says of the client's current token.
 type tokenInfo struct {
 	id, accessor string
-	ttl          time.Duration
+	// expires is Vault's expire_time of the token. Its ttl field is not
+	// used: Vault truncates it to whole seconds after rounding the clock,
+	// so it reads 0 while up to about 1.5s remain.
+	expires time.Time
+	// refused reports that Vault refused the token the client held, and
+	// the lookup went through only after the client logged in again.
+	refused bool
 }
 
 func lookupSelf(t *testing.T, vc *injector.VaultClient) tokenInfo {
@@ -214,19 +221,25 @@ func lookupSelf(t *testing.T, vc *injector.VaultClient) tokenInfo {
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 	var info tokenInfo
+	calls := 0
 	err := vc.Do(ctx, func(c *api.Client) error {
+		calls++
 		sec, err := c.Auth().Token().LookupSelfWithContext(ctx)
 		if err != nil {
 			return err
 		}
 		info.id, _ = sec.TokenID()
 		info.accessor, _ = sec.TokenAccessor()
-		info.ttl, _ = sec.TokenTTL()
+		exp, _ := sec.Data["expire_time"].(string)
+		if info.expires, err = time.Parse(time.RFC3339Nano, exp); err != nil {
+			return fmt.Errorf("expire_time %q: %w", exp, err)
+		}
 		return nil
 	})
 	if err != nil {
 		t.Fatalf("lookup-self: %v", err)
 	}
+	info.refused = calls > 1
 	return info
 }
 
