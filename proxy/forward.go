@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"io"
 	"sync"
 	"time"
 
@@ -23,6 +24,7 @@ type exchange struct {
 	rid  []byte // request ID: the app's, or one generated for it
 	hops uint16 // hopMask of the app's request
 	line []byte // audit line
+	body []byte // the app's request body, when read whole
 }
 
 var exchanges = sync.Pool{New: func() any { return new(exchange) }}
@@ -32,7 +34,7 @@ func (p *Proxy) handle(ctx *fasthttp.RequestCtx) {
 	p.inflight.Add(1)
 	defer p.inflight.Add(-1)
 	x := exchanges.Get().(*exchange)
-	defer exchanges.Put(x)
+	defer x.put()
 	rec := &x.rec
 	*rec = record{start: ctx.Time(), upstream: -1, tid: rec.tid}
 	if p.opts.Tracing != nil && p.opts.Tracing.Enabled() {
@@ -99,6 +101,20 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, x *exchange, rec *re
 		return
 	}
 	rec.route = rt
+	if req.IsBodyStream() {
+		if cl := req.Header.ContentLength(); cl >= 0 && cl <= bufferedBodyMax {
+			if err := x.readBody(req, cl); err != nil {
+				p.opts.Log.WithField("route", rt.name).WithError(err).Debug("reading the request body failed")
+				writeError(ctx, fasthttp.StatusBadRequest, codeBadRequest, "")
+				ctx.SetConnectionClose()
+				return
+			}
+		} else {
+			// A streamed upload may outlast the server's read timeout, which
+			// exists to bound slow headers; the route timeout bounds the rest.
+			_ = ctx.SetReadDeadline(time.Time{})
+		}
+	}
 	if rt.holder != nil {
 		v, err := rt.holder.Acquire()
 		if err != nil {
@@ -106,11 +122,6 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, x *exchange, rec *re
 			return
 		}
 		rec.version = v // released by handle
-	}
-	if req.IsBodyStream() && !bodyRead(&req.Header) {
-		// A streamed upload may outlast the server's read timeout, which
-		// exists to bound slow headers; the route timeout bounds the rest.
-		_ = ctx.SetReadDeadline(time.Time{})
 	}
 	clientClose := req.Header.ConnectionClose()
 	upgrade := x.hops&hopConnection != 0 && isUpgrade(&req.Header)
@@ -146,10 +157,11 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, x *exchange, rec *re
 func (p *Proxy) exchange(ctx *fasthttp.RequestCtx, x *exchange, rt *route, rec *record) {
 	resp := &ctx.Response
 	span := p.startClientSpan(&ctx.Request, rt, rec)
+	replay := replayable(&ctx.Request, rec)
 	start := time.Now()
 	// The route timeout is enforced per read and write by idleConn.
 	err := rt.client.Load().Do(&ctx.Request, resp)
-	if err == nil && resp.StatusCode() == fasthttp.StatusUnauthorized && replayable(&ctx.Request, rec) {
+	if err == nil && resp.StatusCode() == fasthttp.StatusUnauthorized && replay {
 		err = p.retryUnauthorized(ctx, x, rt, rec)
 	}
 	rec.upstream = time.Since(start) // the monotonic clock alone: cheaper than a second time.Now
@@ -167,15 +179,37 @@ func (p *Proxy) exchange(ctx *fasthttp.RequestCtx, x *exchange, rt *route, rec *
 	}
 }
 
-// preReadMax is how much of a body of known length fasthttp's server reads
-// with the headers before handing the rest over as a stream.
-const preReadMax = 8 << 10
+// readBody reads a request body of known length cl, at most
+// bufferedBodyMax, into x.body and makes it the request's body. fasthttp
+// hands every body over as a stream once StreamRequestBody is on, even one
+// it read whole with the headers (up to 8 KiB); read whole, the request can
+// be sent again after a 401 and goes upstream in one write. A body beyond
+// what came with the headers is read from the app under the server's read
+// timeout, which is still armed. The request refers to x.body until the
+// server resets it after the handler, and nothing reads it in between, so
+// x can go back to the pool when the handler returns.
+func (x *exchange) readBody(req *fasthttp.Request, cl int) error {
+	if cap(x.body) < cl {
+		x.body = make([]byte, cl)
+	}
+	b := x.body[:cl]
+	if _, err := io.ReadFull(req.BodyStream(), b); err != nil {
+		return err
+	}
+	req.SetBodyRaw(b)
+	return nil
+}
 
-// bodyRead reports a request body that was read whole with the headers, so
-// that the server's read deadline no longer matters to it.
-func bodyRead(h *fasthttp.RequestHeader) bool {
-	cl := h.ContentLength()
-	return cl >= 0 && cl <= preReadMax
+// keptBody is the largest body buffer an exchange keeps for the next
+// request; a larger one, read for a larger body, goes to the collector.
+const keptBody = 8 << 10
+
+// put returns x to the pool.
+func (x *exchange) put() {
+	if cap(x.body) > keptBody {
+		x.body = nil
+	}
+	exchanges.Put(x)
 }
 
 // prepare rewrites the app's request in place for the upstream: hop-by-hop

@@ -230,6 +230,39 @@ func TestRefusals(t *testing.T) {
 	get(t, req, 200).Body.Close() // still serving
 }
 
+// A body that ends before its Content-Length, past what fasthttp reads with
+// the headers, is refused with 400 and never reaches the upstream.
+func TestTruncatedBodyRefused(t *testing.T) {
+	up, u := newUpstream(t)
+	e := &env{}
+	e.set("TOKEN", "tok")
+	base := startProxy(t, e, testRoute("bearer", "/b/", u, &config.Inject{Credential: "cred", As: "bearer"}))
+	req, _ := http.NewRequest("GET", base+"/b/ok", nil)
+	get(t, req, 200).Body.Close() // the credential is loaded
+	up.hits.Store(0)
+	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.WriteString(c, "POST /b/x HTTP/1.1\r\nHost: x\r\nContent-Length: 20000\r\n\r\n"+strings.Repeat("a", 9000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || !strings.Contains(string(b), `"error":"bad_request"`) || up.hits.Load() != 0 {
+		t.Fatalf("got %d %s with %d upstream requests; want 400 bad_request and none", resp.StatusCode, b, up.hits.Load())
+	}
+	get(t, req, 200).Body.Close() // still serving
+}
+
 func rawRequest(t *testing.T, addr, raw string) (int, string) {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)

@@ -11,8 +11,11 @@ import (
 // upstream 401 triggers.
 const refreshWait = 10 * time.Second
 
-// replayable reports whether a request that got a 401 can be sent again: it
-// carried a credential, its body is in memory, and it was not retried yet.
+// replayable reports, before a request is sent, whether it could be sent
+// again after a 401: it carries a credential, was not retried yet, and its
+// body is in memory. It must be asked before sending: sending a streamed
+// body closes the stream, after which the request looks as if its body
+// were the part fasthttp read with the headers.
 func replayable(req *fasthttp.Request, rec *record) bool {
 	return rec.version != nil && !rec.retried && !req.IsBodyStream()
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -95,4 +96,55 @@ func TestSecondUnauthorizedGoesToApp(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized || up.hits.Load() != 2 {
 		t.Fatalf("status %d, upstream hits %d, want 401 after exactly one retry", resp.StatusCode, up.hits.Load())
 	}
+}
+
+// A body of known length up to 64 KiB is read whole and sent again, whole,
+// after a 401; a larger body streams and is never sent again, so the 401
+// goes to the app. The 20 and 60 KiB bodies are longer than what fasthttp
+// reads with the headers.
+func TestUnauthorizedRetrySendsTheWholeBody(t *testing.T) {
+	up := &tokenUpstream{}
+	u := up.start(t)
+	e := &env{}
+	e.set("TOKEN", "t0")
+	base := startProxy(t, e, testRoute("r", "/r/", u, &config.Inject{Credential: "cred", As: "bearer"}))
+	get(t, mustRequest(t, "GET", base+"/r/x", ""), http.StatusUnauthorized).Body.Close() // "t0" loaded
+	for i, tc := range []struct {
+		size    int
+		retried bool
+	}{{7, true}, {20 << 10, true}, {60 << 10, true}, {64 << 10, true}, {64<<10 + 1, false}, {200 << 10, false}} {
+		body := strings.Repeat(string(rune('a'+i)), tc.size)
+		tok := fmt.Sprintf("t%d", i+1)
+		up.valid.Store(&tok)
+		e.set("TOKEN", tok) // the source has a new value; sidekey still holds the old one
+		up.hits.Store(0)
+		resp, err := http.DefaultTransport.RoundTrip(mustRequest(t, "POST", base+"/r/x", body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		up.mu.Lock()
+		last := up.saw[len(up.saw)-1]
+		up.mu.Unlock()
+		switch {
+		case tc.retried && (resp.StatusCode != http.StatusOK || up.hits.Load() != 2 || last != tok+"|"+body):
+			t.Errorf("%d bytes: status %d, %d upstream hits, last body %d bytes; want 200 after one retry of the whole body",
+				tc.size, resp.StatusCode, up.hits.Load(), len(last)-len(tok)-1)
+		case !tc.retried && (resp.StatusCode != http.StatusUnauthorized || up.hits.Load() != 1 || last != "t"+fmt.Sprint(i)+"|"+body):
+			t.Errorf("%d bytes: status %d, %d upstream hits, last body %d bytes; want the 401 of the one streamed try",
+				tc.size, resp.StatusCode, up.hits.Load(), len(last))
+		}
+		if !tc.retried { // load the new value for the next case
+			get(t, mustRequest(t, "GET", base+"/r/x", ""), http.StatusOK).Body.Close()
+		}
+	}
+}
+
+func mustRequest(t *testing.T, method, url, body string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
 }
