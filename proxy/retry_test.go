@@ -98,10 +98,10 @@ func TestSecondUnauthorizedGoesToApp(t *testing.T) {
 	}
 }
 
-// A body of known length up to 64 KiB is read whole and sent again, whole,
-// after a 401; a larger body streams and is never sent again, so the 401
-// goes to the app. The 20 and 60 KiB bodies are longer than what fasthttp
-// reads with the headers.
+// A body of known length up to 64 KiB, empty included, is read whole and
+// sent again, whole, after a 401; a larger body streams and is never sent
+// again, so the 401 goes to the app. The 20 and 60 KiB bodies are longer
+// than what fasthttp reads with the headers.
 func TestUnauthorizedRetrySendsTheWholeBody(t *testing.T) {
 	up := &tokenUpstream{}
 	u := up.start(t)
@@ -112,7 +112,7 @@ func TestUnauthorizedRetrySendsTheWholeBody(t *testing.T) {
 	for i, tc := range []struct {
 		size    int
 		retried bool
-	}{{7, true}, {20 << 10, true}, {60 << 10, true}, {64 << 10, true}, {64<<10 + 1, false}, {200 << 10, false}} {
+	}{{0, true}, {7, true}, {20 << 10, true}, {60 << 10, true}, {64 << 10, true}, {64<<10 + 1, false}, {200 << 10, false}} {
 		body := strings.Repeat(string(rune('a'+i)), tc.size)
 		tok := fmt.Sprintf("t%d", i+1)
 		up.valid.Store(&tok)
