@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"net"
 	"time"
 )
@@ -18,25 +19,42 @@ type idleConn struct {
 	timeout time.Duration
 	// rd and wd are when the current read/write deadline was set; a deadline
 	// is renewed only once an eighth of the timeout has passed, so a busy
-	// connection does not reset its timer on every small read.
-	rd, wd time.Time
+	// connection does not reset its timer on every small read. used is when
+	// the connection last read or wrote. All three are monoNow readings.
+	rd, wd, used time.Duration
 }
 
-// Read and Write check the time since the last renewal with time.Since,
-// which reads only the monotonic clock; the wall clock a deadline needs is
+func newIdleConn(c net.Conn, timeout time.Duration) *idleConn {
+	now := monoNow()
+	// The first read and write set their deadlines.
+	return &idleConn{Conn: c, timeout: timeout, rd: now - timeout, wd: now - timeout, used: now}
+}
+
+// procStart is the origin of monoNow.
+var procStart = time.Now()
+
+// monoNow reads the monotonic clock alone, as the time since procStart: one
+// clock reading, where time.Now takes two.
+func monoNow() time.Duration { return time.Since(procStart) }
+
+// Read and Write read the clock once; the wall clock a deadline needs is
 // read only when it is renewed.
 func (c *idleConn) Read(p []byte) (int, error) {
-	if time.Since(c.rd) > c.timeout/8 {
-		c.rd = time.Now()
-		_ = c.Conn.SetReadDeadline(c.rd.Add(c.timeout))
+	now := monoNow()
+	c.used = now
+	if now-c.rd > c.timeout/8 {
+		c.rd = now
+		_ = c.Conn.SetReadDeadline(time.Now().Add(c.timeout))
 	}
 	return c.Conn.Read(p)
 }
 
 func (c *idleConn) Write(p []byte) (int, error) {
-	if time.Since(c.wd) > c.timeout/8 {
-		c.wd = time.Now()
-		_ = c.Conn.SetWriteDeadline(c.wd.Add(c.timeout))
+	now := monoNow()
+	c.used = now
+	if now-c.wd > c.timeout/8 {
+		c.wd = now
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
 	}
 	return c.Conn.Write(p)
 }
@@ -44,3 +62,31 @@ func (c *idleConn) Write(p []byte) (int, error) {
 func (c *idleConn) SetDeadline(time.Time) error      { return nil }
 func (c *idleConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *idleConn) SetWriteDeadline(time.Time) error { return nil }
+
+// staleAfter is how long a pooled connection sits unused before it is
+// checked for a close by the upstream ahead of its next request.
+const staleAfter = 100 * time.Millisecond
+
+// stale reports a connection that has been unused for staleAfter or more
+// and that the upstream has closed meanwhile, or has written to: an idle
+// HTTP/1.1 upstream never sends, and a TLS record waiting there (an alert,
+// a late session ticket) costs at most a new connection. Upstreams close idle
+// connections on their own keep-alive timeout, often shorter than the
+// pool's (Node.js's is 5s): a request written to such a connection fails
+// after the write, and one that is not idempotent cannot be sent again.
+// nginx and Go's transport watch their idle connections for the same
+// reason. A connection used within staleAfter is not checked, which keeps
+// the system call off the path of a busy connection.
+func (c *idleConn) stale() bool {
+	return monoNow()-c.used >= staleAfter && peerClosed(c.Conn)
+}
+
+// upstreamConn is the idleConn under an upstream connection, plain or TLS;
+// nil for a connection dialled without one.
+func upstreamConn(c net.Conn) *idleConn {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	ic, _ := c.(*idleConn)
+	return ic
+}

@@ -214,7 +214,7 @@ func (rt *route) dialIdle(addr string) (net.Conn, error) {
 	if err != nil || rt.timeout <= 0 {
 		return c, err
 	}
-	return &idleConn{Conn: c, timeout: rt.timeout}, nil
+	return newIdleConn(c, rt.timeout), nil
 }
 
 // dialTimeout bounds connection set-up: the route timeout, at most 10s.

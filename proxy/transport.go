@@ -24,9 +24,23 @@ type upstreamTransport struct{ bufferMax int }
 // maxInterim bounds 1xx responses before the final one.
 const maxInterim = 8
 
+// maxStale bounds the closed idle connections one request replaces; past
+// it, the request goes to the last one acquired, which may be fresh.
+const maxStale = 8
+
 func (t upstreamTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (retry bool, err error) {
 	skipBody := resp.SkipBody || req.Header.IsHead()
 	cc, err := hc.AcquireConn(0, req.ConnectionClose())
+	// A pooled connection that the upstream closed while it sat idle is
+	// replaced before anything is written to it.
+	for tries := 0; err == nil && tries < maxStale; tries++ {
+		ic := upstreamConn(cc.Conn())
+		if ic == nil || !ic.stale() {
+			break
+		}
+		hc.CloseConn(cc)
+		cc, err = hc.AcquireConn(0, req.ConnectionClose())
+	}
 	if err != nil {
 		return false, err
 	}
