@@ -25,7 +25,7 @@ type upstreamTransport struct{ bufferMax int }
 const maxInterim = 8
 
 // maxStale bounds the closed idle connections one request replaces; past
-// it, the request goes to the last one acquired, which may be fresh.
+// it, the request goes on the last one acquired, unchecked.
 const maxStale = 8
 
 func (t upstreamTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (retry bool, err error) {
