@@ -42,12 +42,26 @@ func (u *tokenUpstream) start(t *testing.T) *url.URL {
 	return up
 }
 
-func TestUnauthorizedRefreshesOnceAndRetries(t *testing.T) {
+// last is the token and body of the last request the upstream saw.
+func (u *tokenUpstream) last() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.saw[len(u.saw)-1]
+}
+
+// startTokenProxy starts a tokenUpstream that accepts no token yet and a
+// proxy in front of it injecting the env credential, which starts as token.
+func startTokenProxy(t *testing.T, token string) (*tokenUpstream, *env, string) {
+	t.Helper()
 	up := &tokenUpstream{}
 	u := up.start(t)
 	e := &env{}
-	e.set("TOKEN", "old")
-	base := startProxy(t, e, testRoute("r", "/r/", u, &config.Inject{Credential: "cred", As: "bearer"}))
+	e.set("TOKEN", token)
+	return up, e, startProxy(t, e, testRoute("r", "/r/", u, &config.Inject{Credential: "cred", As: "bearer"}))
+}
+
+func TestUnauthorizedRefreshesOnceAndRetries(t *testing.T) {
+	up, e, base := startTokenProxy(t, "old")
 	// Load "old" first: a request with it gets 401 and, the value being
 	// unchanged, no retry.
 	req, _ := http.NewRequest("POST", base+"/r/x", strings.NewReader("payload"))
@@ -71,19 +85,13 @@ func TestUnauthorizedRefreshesOnceAndRetries(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || up.hits.Load() != 2 {
 		t.Fatalf("status %d, upstream hits %d, want 200 after one retry", resp.StatusCode, up.hits.Load())
 	}
-	up.mu.Lock()
-	defer up.mu.Unlock()
-	if got := up.saw[len(up.saw)-1]; got != "new|payload" {
+	if got := up.last(); got != "new|payload" {
 		t.Fatalf("retry sent %q, want the new token and the same body", got)
 	}
 }
 
 func TestSecondUnauthorizedGoesToApp(t *testing.T) {
-	up := &tokenUpstream{} // accepts nothing
-	u := up.start(t)
-	e := &env{}
-	e.set("TOKEN", "a")
-	base := startProxy(t, e, testRoute("r", "/r/", u, &config.Inject{Credential: "cred", As: "bearer"}))
+	up, e, base := startTokenProxy(t, "a") // the upstream accepts nothing
 	req, _ := http.NewRequest("GET", base+"/r/x", nil)
 	get(t, req, http.StatusUnauthorized).Body.Close()
 	up.hits.Store(0)
@@ -103,11 +111,7 @@ func TestSecondUnauthorizedGoesToApp(t *testing.T) {
 // again, so the 401 goes to the app. The 20 and 60 KiB bodies are longer
 // than what fasthttp reads with the headers.
 func TestUnauthorizedRetrySendsTheWholeBody(t *testing.T) {
-	up := &tokenUpstream{}
-	u := up.start(t)
-	e := &env{}
-	e.set("TOKEN", "t0")
-	base := startProxy(t, e, testRoute("r", "/r/", u, &config.Inject{Credential: "cred", As: "bearer"}))
+	up, e, base := startTokenProxy(t, "t0")
 	get(t, mustRequest(t, "GET", base+"/r/x", ""), http.StatusUnauthorized).Body.Close() // "t0" loaded
 	for i, tc := range []struct {
 		size    int
@@ -123,9 +127,7 @@ func TestUnauthorizedRetrySendsTheWholeBody(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		up.mu.Lock()
-		last := up.saw[len(up.saw)-1]
-		up.mu.Unlock()
+		last := up.last()
 		switch {
 		case tc.retried && (resp.StatusCode != http.StatusOK || up.hits.Load() != 2 || last != tok+"|"+body):
 			t.Errorf("%d bytes: status %d, %d upstream hits, last body %d bytes; want 200 after one retry of the whole body",
