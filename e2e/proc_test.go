@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -45,6 +46,7 @@ type procOpts struct {
 	env         []string
 	stdin       string
 	stdinConfig bool
+	stderrGate  *gate
 }
 
 // procOption adjusts how a sidekey process is started.
@@ -59,6 +61,31 @@ func withEnv(kv ...string) procOption {
 // (`run -c -`) instead of in a file.
 func withStdinConfig() procOption {
 	return func(o *procOpts) { o.stdinConfig = true }
+}
+
+// withStderrGate passes the process's standard error through g: once the
+// test closes g's stall, nothing more is read from it until release.
+func withStderrGate(g *gate) procOption {
+	return func(o *procOpts) { o.stderrGate = g }
+}
+
+// gate is a writer that passes writes on until stall is closed, then
+// blocks them until release is closed: a log reader that stops reading.
+type gate struct {
+	w       io.Writer
+	stall   chan struct{}
+	release chan struct{}
+}
+
+func newGate() *gate { return &gate{stall: make(chan struct{}), release: make(chan struct{})} }
+
+func (g *gate) Write(b []byte) (int, error) {
+	select {
+	case <-g.stall:
+		<-g.release
+	default:
+	}
+	return g.w.Write(b)
 }
 
 var procSeq atomic.Int64
@@ -218,6 +245,10 @@ func launch(t testing.TB, dir string, opts []procOption, args ...string) *proc {
 		},
 	}
 	cmd.Stderr = p.stderr
+	if g := o.stderrGate; g != nil {
+		g.w = p.stderr
+		cmd.Stderr = g
+	}
 	cmd.Stdout = p.stdout
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {

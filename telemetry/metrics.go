@@ -59,10 +59,12 @@ const (
 	nameCredAge         = "sidekey.credential.age"       // sidekey_credential_age_seconds
 	nameCertExpiry      = "sidekey.certificate.expiry"   // sidekey_certificate_expiry_seconds
 	nameInflight        = "sidekey.inflight_requests"    // sidekey_inflight_requests
+	nameAuditDropped    = "sidekey.audit.lines_dropped"  // sidekey_audit_lines_dropped_total
 	instrumentationName = "github.com/sidekey/sidekey"   // the meter's and tracer's scope
 	unitSeconds         = "s"                            // becomes the "_seconds" suffix
 	unitRequests        = "{request}"                    // annotations add no suffix
 	unitRotations       = "{rotation}"                   // annotations add no suffix
+	unitLines           = "{line}"                       // annotations add no suffix
 )
 
 // DurationBuckets are the histogram bounds, in seconds, of both request
@@ -111,8 +113,9 @@ type Metrics struct {
 	now      func() time.Time
 	start    time.Time // start of the cumulative request series
 
-	inflight  metric.Int64ObservableGauge
-	rotations metric.Int64Counter
+	inflight     metric.Int64ObservableGauge
+	rotations    metric.Int64Counter
+	auditDropped metric.Int64ObservableCounter
 
 	credExpiry metric.Float64ObservableGauge
 	credAge    metric.Float64ObservableGauge
@@ -125,6 +128,7 @@ type Metrics struct {
 	inflightF    atomic.Pointer[func() int64]
 	credentials  atomic.Pointer[func() []CredentialState]
 	certificates atomic.Pointer[func() []CertificateState]
+	dropped      atomic.Pointer[func() uint64]
 
 	mu           sync.Mutex
 	routes       map[string]*RouteMetrics
@@ -226,7 +230,7 @@ func newOTLPMetricReader(ctx context.Context, endpoint string, prod sdkmetric.Pr
 // instruments creates every instrument and the callback of the gauges.
 func (m *Metrics) instruments() error {
 	meter := m.provider.Meter(instrumentationName)
-	var errs [8]error
+	var errs [9]error
 	m.inflight, errs[3] = meter.Int64ObservableGauge(nameInflight, metric.WithUnit(unitRequests),
 		metric.WithDescription("Requests being served now."))
 	m.rotations, errs[4] = meter.Int64Counter(nameRotations, metric.WithUnit(unitRotations),
@@ -237,10 +241,12 @@ func (m *Metrics) instruments() error {
 		metric.WithDescription("Seconds since the credential's current value was issued; 0 with no value."))
 	m.certExpiry, errs[7] = meter.Float64ObservableGauge(nameCertExpiry, metric.WithUnit(unitSeconds),
 		metric.WithDescription("Seconds until the certificate expires; 0 with no certificate, negative once expired."))
-	if err := errors.Join(errs[:8]...); err != nil {
+	m.auditDropped, errs[8] = meter.Int64ObservableCounter(nameAuditDropped, metric.WithUnit(unitLines),
+		metric.WithDescription("Audit lines dropped because the log output fell more than a batch behind."))
+	if err := errors.Join(errs[:]...); err != nil {
 		return fmt.Errorf("metric instruments: %w", err)
 	}
-	if _, err := meter.RegisterCallback(m.observe, m.inflight, m.credExpiry, m.credAge, m.certExpiry); err != nil {
+	if _, err := meter.RegisterCallback(m.observe, m.inflight, m.credExpiry, m.credAge, m.certExpiry, m.auditDropped); err != nil {
 		return fmt.Errorf("metric callback: %w", err)
 	}
 	return nil
@@ -274,6 +280,11 @@ func (m *Metrics) InflightAdd(n int64) { m.inflightN.Add(n) }
 // collection, for a server that counts its requests itself. It replaces an
 // earlier f.
 func (m *Metrics) ObserveInflight(f func() int64) { m.inflightF.Store(&f) }
+
+// ObserveAuditDropped reads sidekey_audit_lines_dropped_total from f at
+// each collection, such as LineSink.Dropped; without it the counter stays
+// at 0. It replaces an earlier f.
+func (m *Metrics) ObserveAuditDropped(f func() uint64) { m.dropped.Store(&f) }
 
 // Rotation counts one refresh of a credential; result is ResultSuccess or
 // ResultFailure. Its signature is that of injector.Holder.OnRotate.
@@ -353,7 +364,8 @@ type CertificateState struct {
 // ObserveCertificates is ObserveCredentials for certificates.
 func (m *Metrics) ObserveCertificates(f func() []CertificateState) { m.certificates.Store(&f) }
 
-// observe is the callback of the three gauges.
+// observe is the callback of the observed instruments: the gauges and the
+// dropped audit lines.
 func (m *Metrics) observe(_ context.Context, o metric.Observer) error {
 	now := m.now()
 	n := m.inflightN.Load()
@@ -361,6 +373,11 @@ func (m *Metrics) observe(_ context.Context, o metric.Observer) error {
 		n += (*f)()
 	}
 	o.ObserveInt64(m.inflight, n)
+	var dropped uint64
+	if f := m.dropped.Load(); f != nil && *f != nil {
+		dropped = (*f)()
+	}
+	o.ObserveInt64(m.auditDropped, int64(min(dropped, math.MaxInt64)))
 	if f := m.credentials.Load(); f != nil && *f != nil {
 		for _, c := range (*f)() {
 			attrs := metric.WithAttributeSet(attribute.NewSet(attrCredential.String(c.Name)))

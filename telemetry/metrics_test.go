@@ -136,6 +136,10 @@ func TestMetricsExposition(t *testing.T) {
 			}
 		}
 	}
+	// No sink observed yet: the dropped-lines counter exists at 0.
+	if v := series(t, fams, "sidekey_audit_lines_dropped_total", map[string]string{}).GetCounter().GetValue(); v != 0 {
+		t.Errorf("audit lines dropped at start: %v, want 0", v)
+	}
 
 	api, none := m.Route("api"), m.Route(RouteNone)
 	if m.Route("api") != api {
@@ -152,6 +156,7 @@ func TestMetricsExposition(t *testing.T) {
 	m.Rotation("stripe", ResultSuccess)
 	m.Rotation("stripe", ResultSuccess)
 	m.Rotation("stripe", ResultFailure)
+	m.ObserveAuditDropped(func() uint64 { return 7 })
 
 	fams, text := scrape(t, m)
 	t.Logf("exposition:\n%s", text)
@@ -165,6 +170,7 @@ func TestMetricsExposition(t *testing.T) {
 		"sidekey_credential_age_seconds":     dto.MetricType_GAUGE,
 		"sidekey_certificate_expiry_seconds": dto.MetricType_GAUGE,
 		"sidekey_inflight_requests":          dto.MetricType_GAUGE,
+		"sidekey_audit_lines_dropped_total":  dto.MetricType_COUNTER,
 	}
 	for name, typ := range want {
 		fam, ok := fams[name]
@@ -205,6 +211,7 @@ func TestMetricsExposition(t *testing.T) {
 		{"sidekey_credential_rotations_total", map[string]string{"credential": "stripe", "result": "success"}, 2},
 		{"sidekey_credential_rotations_total", map[string]string{"credential": "stripe", "result": "failure"}, 1},
 		{"sidekey_credential_rotations_total", map[string]string{"credential": "static", "result": "success"}, 0},
+		{"sidekey_audit_lines_dropped_total", map[string]string{}, 7},
 	} {
 		if got := counter(c.name, c.labels); got != c.want {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)

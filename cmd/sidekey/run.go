@@ -176,6 +176,7 @@ func (d *daemon) startTelemetry(ctx context.Context, cfg *config.Config) error {
 	}
 	d.metrics.ObserveCredentials(d.credentialStates)
 	d.audit = telemetry.NewLineSink(d.out, d.red.Bytes, auditBatch, auditFlushEvery)
+	d.metrics.ObserveAuditDropped(d.audit.Dropped)
 	return nil
 }
 
