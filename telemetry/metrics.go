@@ -227,21 +227,21 @@ func newOTLPMetricReader(ctx context.Context, endpoint string, prod sdkmetric.Pr
 	return sdkmetric.NewPeriodicReader(exp, sdkmetric.WithProducer(prod)), nil
 }
 
-// instruments creates every instrument and the callback of the gauges.
+// instruments creates every instrument and the callback of the observed ones.
 func (m *Metrics) instruments() error {
 	meter := m.provider.Meter(instrumentationName)
-	var errs [9]error
-	m.inflight, errs[3] = meter.Int64ObservableGauge(nameInflight, metric.WithUnit(unitRequests),
+	var errs [6]error
+	m.inflight, errs[0] = meter.Int64ObservableGauge(nameInflight, metric.WithUnit(unitRequests),
 		metric.WithDescription("Requests being served now."))
-	m.rotations, errs[4] = meter.Int64Counter(nameRotations, metric.WithUnit(unitRotations),
+	m.rotations, errs[1] = meter.Int64Counter(nameRotations, metric.WithUnit(unitRotations),
 		metric.WithDescription("Credential refreshes, by credential and result (success|failure)."))
-	m.credExpiry, errs[5] = meter.Float64ObservableGauge(nameCredExpiry, metric.WithUnit(unitSeconds),
+	m.credExpiry, errs[2] = meter.Float64ObservableGauge(nameCredExpiry, metric.WithUnit(unitSeconds),
 		metric.WithDescription("Seconds until the credential's current value expires; +Inf if it never does, 0 with no value, negative once expired."))
-	m.credAge, errs[6] = meter.Float64ObservableGauge(nameCredAge, metric.WithUnit(unitSeconds),
+	m.credAge, errs[3] = meter.Float64ObservableGauge(nameCredAge, metric.WithUnit(unitSeconds),
 		metric.WithDescription("Seconds since the credential's current value was issued; 0 with no value."))
-	m.certExpiry, errs[7] = meter.Float64ObservableGauge(nameCertExpiry, metric.WithUnit(unitSeconds),
+	m.certExpiry, errs[4] = meter.Float64ObservableGauge(nameCertExpiry, metric.WithUnit(unitSeconds),
 		metric.WithDescription("Seconds until the certificate expires; 0 with no certificate, negative once expired."))
-	m.auditDropped, errs[8] = meter.Int64ObservableCounter(nameAuditDropped, metric.WithUnit(unitLines),
+	m.auditDropped, errs[5] = meter.Int64ObservableCounter(nameAuditDropped, metric.WithUnit(unitLines),
 		metric.WithDescription("Audit lines dropped because the log output fell more than a batch behind."))
 	if err := errors.Join(errs[:]...); err != nil {
 		return fmt.Errorf("metric instruments: %w", err)
