@@ -240,30 +240,22 @@ func TestTruncatedBodyRefused(t *testing.T) {
 	req, _ := http.NewRequest("GET", base+"/b/ok", nil)
 	get(t, req, 200).Body.Close() // the credential is loaded
 	up.hits.Store(0)
-	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	_, err = io.WriteString(c, "POST /b/x HTTP/1.1\r\nHost: x\r\nContent-Length: 20000\r\n\r\n"+strings.Repeat("a", 9000))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = c.(*net.TCPConn).CloseWrite()
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 400 || !strings.Contains(string(b), `"error":"bad_request"`) || up.hits.Load() != 0 {
-		t.Fatalf("got %d %s with %d upstream requests; want 400 bad_request and none", resp.StatusCode, b, up.hits.Load())
+	status, b := rawSend(t, strings.TrimPrefix(base, "http://"),
+		"POST /b/x HTTP/1.1\r\nHost: x\r\nContent-Length: 20000\r\n\r\n"+strings.Repeat("a", 9000), true)
+	if status != 400 || !strings.Contains(b, `"error":"bad_request"`) || up.hits.Load() != 0 {
+		t.Fatalf("got %d %s with %d upstream requests; want 400 bad_request and none", status, b, up.hits.Load())
 	}
 	get(t, req, 200).Body.Close() // still serving
 }
 
 func rawRequest(t *testing.T, addr, raw string) (int, string) {
+	t.Helper()
+	return rawSend(t, addr, raw, false)
+}
+
+// rawSend writes raw on a new connection, then half-closes it when
+// closeWrite, and returns the status and body of the response.
+func rawSend(t *testing.T, addr, raw string, closeWrite bool) (int, string) {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -271,7 +263,12 @@ func rawRequest(t *testing.T, addr, raw string) (int, string) {
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	go func() { _, _ = io.WriteString(c, raw) }()
+	go func() {
+		_, _ = io.WriteString(c, raw)
+		if closeWrite {
+			_ = c.(*net.TCPConn).CloseWrite()
+		}
+	}()
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
 		t.Fatal(err)
