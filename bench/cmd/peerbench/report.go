@@ -161,11 +161,12 @@ func (r *report) header(sb *strings.Builder) {
 		req = "GET requests"
 	}
 	fmt.Fprintf(sb, "Every proxy injects the same bearer token into %s, replacing the Authorization "+
-		"header the client sends, in front of the same upstream, which checks the token and answers a 64-byte body. "+
+		"header the client sends, in front of the same upstream, which checks the token and answers a 64-byte body, "+
+		"and issues a new token every %s in every run (read only by the rotating sidekey). "+
 		"wrk runs one thread over keep-alive connections. Each run starts a fresh upstream and proxy, "+
 		"warms up for %s and measures for %s. Figures are the median of %d runs, interleaved across proxies "+
 		"in an order rotated each repeat, with the range in brackets when there is more than one.\n\n",
-		req, r.o.warmup, r.o.duration, r.o.repeats)
+		req, r.o.rotateEvery, r.o.warmup, r.o.duration, r.o.repeats)
 	if r.o.maxOther > 0 {
 		fmt.Fprintf(sb, "A run waits for the proxy's core to be quiet, and is made again (up to %d times) "+
 			"when other processes took more than %.0f%% of that core during it.\n\n", r.o.retries, r.o.maxOther)
@@ -305,6 +306,8 @@ func (r *report) rotation(sb *strings.Builder) {
 	}
 	fmt.Fprintf(sb, "## Credential rotation\n\nsidekey with its file credential rewritten every %s "+
 		"(the upstream accepts every token issued in the last 5 s), beside the same sidekey with a static credential. "+
+		"The upstream issues a token every %[1]s in every run of every proxy, read only by the rotating sidekey, "+
+		"so that the issuing itself is not counted as the cost of rotation. "+
 		"The two run back to back in each repeat, in alternating order; the paired ratio is the median, over repeats, "+
 		"of rotating req/s divided by static req/s within one repeat, with its range. "+
 		"The ratio of the two medians is beside it.\n\n", r.o.rotateEvery)
