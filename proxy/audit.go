@@ -11,6 +11,8 @@ import (
 	"unsafe"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/sidekey/sidekey/injector"
 )
 
 // audit writes the canonical line for one request (SPEC "Log lines") into a
@@ -40,8 +42,7 @@ func (p *Proxy) audit(ctx *fasthttp.RequestCtx, x *exchange, now time.Time) {
 	if rt := rec.route; rt != nil {
 		b = appendKey(b, rt.auditFields, text)
 		if v := rec.version; v != nil {
-			b = fieldInt(b, keyVersion, int64(v.Number()), text)
-			b = fieldStr(b, keyFingerprint, v.Fingerprint(), text)
+			b = appendKey(b, rt.versionFields(v), text)
 		}
 	} else {
 		b = fieldStr(b, keyRoute, "none", text)
@@ -63,6 +64,29 @@ func routeFields(rt *route) auditKey {
 		return string(fieldStr(b, keyCredential, rt.credential, text))
 	}
 	return auditKey{json: fields(false), text: fields(true)}
+}
+
+// versionAudit is a credential version's audit fields (credential_version,
+// fingerprint) in each format.
+type versionAudit struct {
+	v      *injector.Version
+	fields auditKey
+}
+
+// versionFields returns v's audit fields, escaped once per version and
+// route rather than per request: the route keeps those of the last version
+// it saw, rebuilt when a request holds another one.
+func (rt *route) versionFields(v *injector.Version) auditKey {
+	if va := rt.versionAudit.Load(); va != nil && va.v == v {
+		return va.fields
+	}
+	fields := func(text bool) string {
+		b := fieldInt(nil, keyVersion, int64(v.Number()), text)
+		return string(fieldStr(b, keyFingerprint, v.Fingerprint(), text))
+	}
+	va := &versionAudit{v: v, fields: auditKey{json: fields(false), text: fields(true)}}
+	rt.versionAudit.Store(va)
+	return va.fields
 }
 
 func auditStart(b []byte, now time.Time, text bool) []byte {

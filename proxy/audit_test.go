@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"encoding/json"
 	"strconv"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/sidekey/sidekey/injector"
 	"github.com/sidekey/sidekey/telemetry"
 )
 
@@ -84,6 +86,54 @@ func TestAuditLine(t *testing.T) {
 		sink.Close()
 		if out.String() != tc.want {
 			t.Errorf("text=%v:\n got %s\nwant %s", tc.text, out.String(), tc.want)
+		}
+	}
+}
+
+// TestAuditLineNamesTheVersionHeld checks that the version fields a route
+// keeps for the last version it saw follow each request's own version,
+// also when an older one, still held, comes back after a newer one.
+func TestAuditLineNamesTheVersionHeld(t *testing.T) {
+	value := "first-value"
+	h := &injector.Holder{Name: "c", Source: &injector.EnvSource{Name: "T",
+		Lookup: func(string) (string, bool) { return value, true }}}
+	acquire := func() *injector.Version {
+		t.Helper()
+		if err := h.Refresh(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		v, err := h.Acquire()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	v1 := acquire()
+	value = "second-value"
+	v2 := acquire()
+	if v1.Number() == v2.Number() || v1.Fingerprint() == v2.Fingerprint() {
+		t.Fatalf("two values share a version: %d %q, %d %q", v1.Number(), v1.Fingerprint(), v2.Number(), v2.Fingerprint())
+	}
+	rt := &route{name: "r", upstream: "http://up.local", credential: "c"}
+	rt.auditFields = routeFields(rt)
+	for _, v := range []*injector.Version{v1, v2, v2, v1} {
+		var out strings.Builder
+		sink := telemetry.NewLineSink(&out, nil, 1<<16, 0)
+		p := &Proxy{opts: Options{Audit: sink}}
+		p.auditOn.Store(true)
+		var ctx fasthttp.RequestCtx
+		x := &exchange{rec: record{start: time.Now(), route: rt, version: v}}
+		p.audit(&ctx, x, time.Now())
+		sink.Close()
+		var e struct {
+			Version     uint64 `json:"credential_version"`
+			Fingerprint string `json:"fingerprint"`
+		}
+		if err := json.Unmarshal([]byte(out.String()), &e); err != nil {
+			t.Fatalf("%v: %s", err, out.String())
+		}
+		if e.Version != v.Number() || e.Fingerprint != v.Fingerprint() {
+			t.Errorf("line names version %d %q, the request held %d %q", e.Version, e.Fingerprint, v.Number(), v.Fingerprint())
 		}
 	}
 }

@@ -44,7 +44,8 @@ type route struct {
 	dialer   func(string) (net.Conn, error)
 	// auditFields are the route's fixed audit fields (route, upstream,
 	// credential), escaped once here rather than per request.
-	auditFields auditKey
+	auditFields  auditKey
+	versionAudit atomic.Pointer[versionAudit] // the audit fields of the last version used
 }
 
 // ClientCertificate is an outbound client certificate that renews itself;
