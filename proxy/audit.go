@@ -20,7 +20,7 @@ import (
 // scrubs and writes it off the request goroutine. It names the credential, its
 // version and fingerprint, never its value; the logged path carries the
 // app's query, which never holds the injected parameter.
-func (p *Proxy) audit(ctx *fasthttp.RequestCtx, x *exchange, now time.Time) {
+func (p *Proxy) audit(ctx *fasthttp.RequestCtx, x *exchange) {
 	sink := p.opts.Audit
 	if sink == nil || !p.auditOn.Load() {
 		return
@@ -28,7 +28,7 @@ func (p *Proxy) audit(ctx *fasthttp.RequestCtx, x *exchange, now time.Time) {
 	rec := &x.rec
 	b := x.line[:0]
 	text := p.opts.AuditText
-	b = auditStart(b, now, text)
+	b = auditStart(b, rec.start.UnixNano()+int64(rec.elapsed), text)
 	b = field(b, keyMethod, ctx.Method(), text)
 	path := rec.path
 	if len(path) == 0 {
@@ -36,7 +36,7 @@ func (p *Proxy) audit(ctx *fasthttp.RequestCtx, x *exchange, now time.Time) {
 	}
 	b = field(b, keyPath, path, text)
 	b = fieldInt(b, keyStatus, int64(ctx.Response.StatusCode()), text)
-	b = appendMillis(appendKey(b, keyDuration, text), now.Sub(rec.start))
+	b = appendMillis(appendKey(b, keyDuration, text), rec.elapsed)
 	b = field(b, keyRequestID, rec.rid, text)
 	b = field(b, keyTraceID, rec.traceID(), text)
 	if rt := rec.route; rt != nil {
@@ -89,14 +89,15 @@ func (rt *route) versionFields(v *injector.Version) auditKey {
 	return va.fields
 }
 
-func auditStart(b []byte, now time.Time, text bool) []byte {
+// auditStart opens the line, stamped with the time the request ended.
+func auditStart(b []byte, end int64, text bool) []byte {
 	if text {
 		b = append(b, "time=\""...)
-		b = appendTime(b, now)
+		b = appendTime(b, end)
 		return append(b, "\" level=info msg=request"...)
 	}
 	b = append(b, `{"level":"info","msg":"request","time":"`...)
-	b = appendTime(b, now)
+	b = appendTime(b, end)
 	return append(b, '"')
 }
 
@@ -109,17 +110,20 @@ type secondStamp struct {
 
 var lastSecond atomic.Pointer[secondStamp]
 
-// appendTime appends now in UTC as 2006-01-02T15:04:05.000Z.
-func appendTime(b []byte, now time.Time) []byte {
-	now = now.UTC()
-	sec := now.Unix()
+// appendTime appends a Unix time in nanoseconds, in UTC, as
+// 2006-01-02T15:04:05.000Z.
+func appendTime(b []byte, unixNano int64) []byte {
+	sec, ns := unixNano/1e9, unixNano%1e9
+	if ns < 0 {
+		sec, ns = sec-1, ns+1e9
+	}
 	st := lastSecond.Load()
 	if st == nil || st.unix != sec {
-		st = &secondStamp{unix: sec, text: now.Format("2006-01-02T15:04:05")}
+		st = &secondStamp{unix: sec, text: time.Unix(sec, 0).UTC().Format("2006-01-02T15:04:05")}
 		lastSecond.Store(st)
 	}
 	b = append(b, st.text...)
-	ms := now.Nanosecond() / 1e6
+	ms := ns / 1e6
 	return append(b, '.', byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10), 'Z')
 }
 

@@ -81,8 +81,8 @@ func TestAuditLine(t *testing.T) {
 		var ctx fasthttp.RequestCtx
 		ctx.Request.Header.SetMethod("GET")
 		ctx.Response.SetStatusCode(200)
-		x := &exchange{rec: record{start: start, route: rt, path: []byte("/a?b=1"), rid: []byte("id-1")}}
-		p.audit(&ctx, x, start.Add(12345*time.Microsecond))
+		x := &exchange{rec: record{start: start, elapsed: 12345 * time.Microsecond, route: rt, path: []byte("/a?b=1"), rid: []byte("id-1")}}
+		p.audit(&ctx, x)
 		sink.Close()
 		if out.String() != tc.want {
 			t.Errorf("text=%v:\n got %s\nwant %s", tc.text, out.String(), tc.want)
@@ -122,8 +122,8 @@ func TestAuditLineNamesTheVersionHeld(t *testing.T) {
 		p := &Proxy{opts: Options{Audit: sink}}
 		p.auditOn.Store(true)
 		var ctx fasthttp.RequestCtx
-		x := &exchange{rec: record{start: time.Now(), route: rt, version: v}}
-		p.audit(&ctx, x, time.Now())
+		x := &exchange{rec: record{start: time.Now(), elapsed: time.Millisecond, route: rt, version: v}}
+		p.audit(&ctx, x)
 		sink.Close()
 		var e struct {
 			Version     uint64 `json:"credential_version"`

@@ -49,25 +49,24 @@ func (p *Proxy) handle(ctx *fasthttp.RequestCtx) {
 	rec.rid = x.rid
 	t := p.table.Load()
 	p.forward(ctx, t, x, rec)
-	now := rec.end // the upstream answer's time: one clock reading fewer
-	if now.IsZero() {
-		now = time.Now()
+	if rec.elapsed == 0 { // answered without an upstream call
+		rec.elapsed = time.Since(rec.start)
 	}
 	status := ctx.Response.StatusCode()
-	p.observe(t, rec, status, now)
+	p.observe(t, rec, status)
 	rec.endServerSpan(status)
-	p.audit(ctx, x, now)
+	p.audit(ctx, x)
 	rec.release() // after the audit line and span have read the version
 }
 
 // observe records the request's metrics under its route, or "none".
-func (p *Proxy) observe(t *table, rec *record, status int, now time.Time) {
+func (p *Proxy) observe(t *table, rec *record, status int) {
 	rm := t.none
 	if rec.route != nil {
 		rm = rec.route.metrics
 	}
 	if rm != nil {
-		rm.Observe(status, now.Sub(rec.start), rec.upstream)
+		rm.Observe(status, rec.elapsed, rec.upstream)
 	}
 }
 
@@ -75,7 +74,7 @@ func (p *Proxy) observe(t *table, rec *record, status int, now time.Time) {
 // request. It lives in the pooled exchange.
 type record struct {
 	start    time.Time
-	end      time.Time     // when the upstream call returned; zero: none
+	elapsed  time.Duration // from start to the upstream's answer, or to the end when there was no upstream call
 	upstream time.Duration // time in the upstream call; <0: none
 	route    *route
 	version  *injector.Version // the version the request holds; released at the end
@@ -164,8 +163,10 @@ func (p *Proxy) exchange(ctx *fasthttp.RequestCtx, x *exchange, rt *route, rec *
 	if err == nil && resp.StatusCode() == fasthttp.StatusUnauthorized && replay {
 		err = p.retryUnauthorized(ctx, x, rt, rec)
 	}
-	rec.upstream = time.Since(start) // the monotonic clock alone: cheaper than a second time.Now
-	rec.end = start.Add(rec.upstream)
+	// The monotonic clock alone, cheaper than a second time.Now; the time of
+	// the answer is derived from these durations when the audit line needs it.
+	rec.upstream = time.Since(start)
+	rec.elapsed = start.Sub(rec.start) + rec.upstream
 	endClientSpan(span, resp.StatusCode(), err)
 	if err != nil {
 		status, code := errorStatus(err)

@@ -123,8 +123,9 @@ func TestAppendTime(t *testing.T) {
 		time.Date(2026, 11, 22, 21, 0, 7, 5e6, time.UTC),
 		time.Date(2026, 11, 22, 21, 0, 7, 999e6, time.FixedZone("x", 3600)),
 		time.Date(2026, 11, 22, 21, 0, 8, 0, time.UTC),
+		time.Date(1969, 12, 31, 23, 59, 59, 250e6, time.UTC),
 	} {
-		if got, want := string(appendTime(nil, ts)), ts.UTC().Format("2006-01-02T15:04:05.000Z"); got != want {
+		if got, want := string(appendTime(nil, ts.UnixNano())), ts.UTC().Format("2006-01-02T15:04:05.000Z"); got != want {
 			t.Errorf("appendTime = %s, want %s", got, want)
 		}
 	}
