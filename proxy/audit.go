@@ -58,12 +58,16 @@ func (p *Proxy) audit(ctx *fasthttp.RequestCtx, x *exchange) {
 
 // routeFields are a route's fixed audit fields, escaped in each format.
 func routeFields(rt *route) auditKey {
-	fields := func(text bool) string {
-		b := fieldStr(nil, keyRoute, rt.name, text)
+	return inBothFormats(func(b []byte, text bool) []byte {
+		b = fieldStr(b, keyRoute, rt.name, text)
 		b = fieldStr(b, keyUpstream, rt.upstream, text)
-		return string(fieldStr(b, keyCredential, rt.credential, text))
-	}
-	return auditKey{json: fields(false), text: fields(true)}
+		return fieldStr(b, keyCredential, rt.credential, text)
+	})
+}
+
+// inBothFormats builds a fixed piece of the audit line in each format.
+func inBothFormats(build func(b []byte, text bool) []byte) auditKey {
+	return auditKey{json: string(build(nil, false)), text: string(build(nil, true))}
 }
 
 // versionAudit is a credential version's audit fields (credential_version,
@@ -80,11 +84,10 @@ func (rt *route) versionFields(v *injector.Version) auditKey {
 	if va := rt.versionAudit.Load(); va != nil && va.v == v {
 		return va.fields
 	}
-	fields := func(text bool) string {
-		b := fieldInt(nil, keyVersion, int64(v.Number()), text)
-		return string(fieldStr(b, keyFingerprint, v.Fingerprint(), text))
-	}
-	va := &versionAudit{v: v, fields: auditKey{json: fields(false), text: fields(true)}}
+	va := &versionAudit{v: v, fields: inBothFormats(func(b []byte, text bool) []byte {
+		b = fieldInt(b, keyVersion, int64(v.Number()), text)
+		return fieldStr(b, keyFingerprint, v.Fingerprint(), text)
+	})}
 	rt.versionAudit.Store(va)
 	return va.fields
 }

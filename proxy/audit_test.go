@@ -74,20 +74,25 @@ func TestAuditLine(t *testing.T) {
 		{true, `time="2026-01-02T03:04:05.012Z" level=info msg=request method="GET" path="/a?b=1" status=200 ` +
 			`duration_ms=12.345 request_id="id-1" trace_id="" route="r\"1" upstream="http://up.local/base" credential="cred"` + "\n"},
 	} {
-		var out strings.Builder
-		sink := telemetry.NewLineSink(&out, nil, 1<<16, 0)
-		p := &Proxy{opts: Options{Audit: sink, AuditText: tc.text}}
-		p.auditOn.Store(true)
-		var ctx fasthttp.RequestCtx
-		ctx.Request.Header.SetMethod("GET")
-		ctx.Response.SetStatusCode(200)
-		x := &exchange{rec: record{start: start, elapsed: 12345 * time.Microsecond, route: rt, path: []byte("/a?b=1"), rid: []byte("id-1")}}
-		p.audit(&ctx, x)
-		sink.Close()
-		if out.String() != tc.want {
-			t.Errorf("text=%v:\n got %s\nwant %s", tc.text, out.String(), tc.want)
+		rec := record{start: start, elapsed: 12345 * time.Microsecond, route: rt, path: []byte("/a?b=1"), rid: []byte("id-1")}
+		if got := auditOnce(tc.text, rec); got != tc.want {
+			t.Errorf("text=%v:\n got %s\nwant %s", tc.text, got, tc.want)
 		}
 	}
+}
+
+// auditOnce returns the audit line of a GET answered 200 with rec.
+func auditOnce(text bool, rec record) string {
+	var out strings.Builder
+	sink := telemetry.NewLineSink(&out, nil, 1<<16, 0)
+	p := &Proxy{opts: Options{Audit: sink, AuditText: text}}
+	p.auditOn.Store(true)
+	var ctx fasthttp.RequestCtx
+	ctx.Request.Header.SetMethod("GET")
+	ctx.Response.SetStatusCode(200)
+	p.audit(&ctx, &exchange{rec: rec})
+	sink.Close()
+	return out.String()
 }
 
 // TestAuditLineNamesTheVersionHeld checks that the version fields a route
@@ -117,20 +122,13 @@ func TestAuditLineNamesTheVersionHeld(t *testing.T) {
 	rt := &route{name: "r", upstream: "http://up.local", credential: "c"}
 	rt.auditFields = routeFields(rt)
 	for _, v := range []*injector.Version{v1, v2, v2, v1} {
-		var out strings.Builder
-		sink := telemetry.NewLineSink(&out, nil, 1<<16, 0)
-		p := &Proxy{opts: Options{Audit: sink}}
-		p.auditOn.Store(true)
-		var ctx fasthttp.RequestCtx
-		x := &exchange{rec: record{start: time.Now(), elapsed: time.Millisecond, route: rt, version: v}}
-		p.audit(&ctx, x)
-		sink.Close()
+		line := auditOnce(false, record{start: time.Now(), route: rt, version: v})
 		var e struct {
 			Version     uint64 `json:"credential_version"`
 			Fingerprint string `json:"fingerprint"`
 		}
-		if err := json.Unmarshal([]byte(out.String()), &e); err != nil {
-			t.Fatalf("%v: %s", err, out.String())
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("%v: %s", err, line)
 		}
 		if e.Version != v.Number() || e.Fingerprint != v.Fingerprint() {
 			t.Errorf("line names version %d %q, the request held %d %q", e.Version, e.Fingerprint, v.Number(), v.Fingerprint())

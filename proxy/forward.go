@@ -49,7 +49,7 @@ func (p *Proxy) handle(ctx *fasthttp.RequestCtx) {
 	rec.rid = x.rid
 	t := p.table.Load()
 	p.forward(ctx, t, x, rec)
-	if rec.elapsed == 0 { // answered without an upstream call
+	if rec.upstream < 0 { // answered without an upstream call
 		rec.elapsed = time.Since(rec.start)
 	}
 	status := ctx.Response.StatusCode()
