@@ -64,7 +64,7 @@ const (
 	serverReadBuffer = 16 << 10         // request line and headers; larger gets 431
 	bufferedBodyMax  = 64 << 10         // bodies up to this are buffered (replayable), larger ones stream
 	headerTimeout    = 60 * time.Second // time to read a request's headers
-	idleTimeout      = 90 * time.Second // keep-alive idle
+	idleTimeout      = headerTimeout    // keep-alive idle; equal, so that inboundConn can coalesce the two deadlines
 )
 
 // New builds the proxy for cfg's routes, taking credentials from holders.
@@ -132,7 +132,7 @@ func (p *Proxy) Reload(cfg *config.Config, holders Holders) error {
 
 // Serve accepts app connections on ln until Shutdown.
 func (p *Proxy) Serve(ln net.Listener) error {
-	err := p.srv.Serve(ln)
+	err := p.srv.Serve(inboundListener{ln})
 	if errors.Is(err, net.ErrClosed) {
 		return nil
 	}
