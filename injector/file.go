@@ -44,7 +44,7 @@ func (s FileSource) Fetch(ctx context.Context) (*Secret, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	f, err := os.Open(s.Path)
+	f, err := openFile(s.Path)
 	if err != nil {
 		return nil, fmt.Errorf("reading credential file: %w", err)
 	}
