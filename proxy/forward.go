@@ -22,9 +22,11 @@ type exchange struct {
 	path []byte // rewritten upstream path
 	log  []byte // logged path
 	rid  []byte // request ID: the app's, or one generated for it
-	hops uint16 // hopMask of the app's request
-	line []byte // audit line
-	body []byte // the app's request body, when read whole
+	// ridApp: rid is the app's own, in its request as it was sent
+	ridApp bool
+	hops   uint16 // hopMask of the app's request
+	line   []byte // audit line
+	body   []byte // the app's request body, when read whole
 }
 
 var exchanges = sync.Pool{New: func() any { return new(exchange) }}
@@ -43,7 +45,8 @@ func (p *Proxy) handle(ctx *fasthttp.RequestCtx) {
 	// The ID is copied to x.rid, not kept as a slice of the header: header
 	// edits reuse the memory of a deleted header's value.
 	x.hops, x.rid = scanRequest(&ctx.Request.Header, x.rid[:0])
-	if len(x.rid) == 0 {
+	x.ridApp = len(x.rid) > 0
+	if !x.ridApp {
 		x.rid = p.rids.append(x.rid)
 	}
 	rec.rid = x.rid
@@ -235,10 +238,12 @@ func (x *exchange) prepare(req *fasthttp.Request, rt *route, upgrade bool, rec *
 	uri.SetScheme(rt.scheme) // the app spoke plain HTTP or TLS to sidekey; the upstream may differ
 	uri.SetHost(rt.upHost)
 	req.Header.SetHost(rt.upHost)
-	// Set, whatever the app sent: its own ID is set back unchanged (in
-	// place, or again if stripped above as listed in Connection), an empty
-	// one is replaced. The name is canonical: no normalising.
-	req.Header.SetCanonical(headerRequestIDKey, rec.rid)
+	// The app's own ID is left in place, unless Connection may have listed
+	// it (then it is set back); a generated one replaces an empty header or
+	// is added. The name is canonical: no normalising.
+	if !x.ridApp || x.hops&hopConnection != 0 {
+		req.Header.SetCanonical(headerRequestIDKey, rec.rid)
+	}
 }
 
 const headerRequestID = "X-Request-Id"

@@ -342,3 +342,35 @@ func TestHTTPSUpstreamVerifiesCertificate(t *testing.T) {
 		t.Fatalf("unverified upstream answered through the proxy: %d", resp.StatusCode)
 	}
 }
+
+// The upstream gets exactly one X-Request-Id: the app's own, or one
+// generated when the app sent none or an empty one; the app's is kept even
+// when its Connection header names it.
+func TestRequestIDForwarded(t *testing.T) {
+	up, u := newUpstream(t)
+	e := &env{}
+	e.set("TOKEN", "tok-123")
+	base := startProxy(t, e, testRoute("bearer", "/b/", u, &config.Inject{Credential: "cred", As: "bearer"}))
+	for _, tc := range []struct {
+		name   string
+		header map[string][]string
+		want   string // "": a generated one
+	}{
+		{"none", nil, ""},
+		{"app", map[string][]string{"X-Request-Id": {"app-1"}}, "app-1"},
+		{"empty", map[string][]string{"X-Request-Id": {""}}, ""},
+		{"listed in Connection", map[string][]string{"X-Request-Id": {"app-2"}, "Connection": {"X-Request-Id"}}, "app-2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", base+"/b/x", nil)
+			for k, v := range tc.header {
+				req.Header[k] = v
+			}
+			get(t, req, 200).Body.Close()
+			got := up.header.Load().Values("X-Request-Id")
+			if len(got) != 1 || got[0] == "" || tc.want != "" && got[0] != tc.want {
+				t.Fatalf("upstream X-Request-Id %q, want one, %q", got, tc.want)
+			}
+		})
+	}
+}
