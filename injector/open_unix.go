@@ -11,8 +11,8 @@ import (
 // poller. os.Open does offer it, and for a regular file that costs five
 // system calls for nothing: two fcntl to make it non-blocking, an epoll_ctl
 // that fails, two more fcntl to undo it. A rotating credential file is read
-// at every change, so on a file rotated every few milliseconds those calls
-// are half of the reading's cost.
+// at every change, so on a file rotated every few milliseconds those are
+// half of the system calls of each rotation's read.
 func openFile(path string) (*os.File, error) {
 	for {
 		fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
