@@ -16,14 +16,13 @@ import (
 // exchange is per-request scratch space, pooled so that the request path
 // allocates nothing in steady state. It never outlives its handler call.
 type exchange struct {
-	rec  record
-	edit requestEditor
-	buf  []byte // injection scratch
-	path []byte // rewritten upstream path
-	log  []byte // logged path
-	rid  []byte // request ID: the app's, or one generated for it
-	// ridApp: rid is the app's own, in its request as it was sent
-	ridApp bool
+	rec    record
+	edit   requestEditor
+	buf    []byte // injection scratch
+	path   []byte // rewritten upstream path
+	log    []byte // logged path
+	rid    []byte // request ID: the app's, or one generated for it
+	ridApp bool   // rid is the app's own, still in its request
 	hops   uint16 // hopMask of the app's request
 	line   []byte // audit line
 	body   []byte // the app's request body, when read whole

@@ -77,18 +77,7 @@ func TestInboundListenerKeepsTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err == nil {
-			defer c.Close()
-			_, _ = c.Write([]byte("x"))
-		}
-	}()
-	plain, err := inboundListener{ln}.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plain.Close()
+	plain := acceptOne(t, inboundListener{ln})
 	if _, ok := plain.(interface{ ConnectionState() tls.ConnectionState }); ok {
 		t.Error("a plain connection claims TLS")
 	}
@@ -96,18 +85,7 @@ func TestInboundListenerKeepsTLS(t *testing.T) {
 		t.Error("a plain connection hides the one under it")
 	}
 
-	tl := tls.NewListener(ln, &tls.Config{})
-	go func() {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err == nil {
-			c.Close()
-		}
-	}()
-	tc, err := inboundListener{tl}.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tc.Close()
+	tc := acceptOne(t, inboundListener{tls.NewListener(ln, &tls.Config{})})
 	if _, ok := tc.(interface {
 		Handshake() error
 		ConnectionState() tls.ConnectionState
@@ -119,4 +97,21 @@ func TestInboundListenerKeepsTLS(t *testing.T) {
 	} else if _, isTCP := nc.NetConn().(*net.TCPConn); !isTCP {
 		t.Errorf("NetConn of a TLS connection is %T, want the TCP connection", nc.NetConn())
 	}
+}
+
+// acceptOne dials l and returns the connection it accepts, closed at the
+// end of the test.
+func acceptOne(t *testing.T, l net.Listener) net.Conn {
+	t.Helper()
+	go func() {
+		if c, err := net.Dial("tcp", l.Addr().String()); err == nil {
+			c.Close()
+		}
+	}()
+	c, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }

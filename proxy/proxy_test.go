@@ -71,6 +71,19 @@ func startProxy(t *testing.T, e *env, routes ...config.Route) string {
 	return startProxyOpts(t, e, Options{}, routes...)
 }
 
+// startBearerProxy starts a proxy with one route, /b/, that injects TOKEN
+// (token; unset when empty) as a bearer token into an upstream that records
+// what it sees.
+func startBearerProxy(t *testing.T, token string) (*seen, string) {
+	t.Helper()
+	up, u := newUpstream(t)
+	e := &env{}
+	if token != "" {
+		e.set("TOKEN", token)
+	}
+	return up, startProxy(t, e, testRoute("bearer", "/b/", u, &config.Inject{Credential: "cred", As: "bearer"}))
+}
+
 func startProxyOpts(t *testing.T, e *env, opts Options, routes ...config.Route) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -182,9 +195,7 @@ func TestInjectionStripsAppCredentialsAndHops(t *testing.T) {
 }
 
 func TestFailsClosedWithoutCredential(t *testing.T) {
-	up, u := newUpstream(t)
-	e := &env{} // TOKEN unset
-	base := startProxy(t, e, testRoute("bearer", "/b/", u, &config.Inject{Credential: "cred", As: "bearer"}))
+	up, base := startBearerProxy(t, "") // TOKEN unset
 	req, _ := http.NewRequest("GET", base+"/b/x", nil)
 	resp := get(t, req, 503)
 	var body map[string]string
@@ -199,10 +210,7 @@ func TestFailsClosedWithoutCredential(t *testing.T) {
 }
 
 func TestRefusals(t *testing.T) {
-	up, u := newUpstream(t)
-	e := &env{}
-	e.set("TOKEN", "tok")
-	base := startProxy(t, e, testRoute("bearer", "/b/", u, &config.Inject{Credential: "cred", As: "bearer"}))
+	up, base := startBearerProxy(t, "tok")
 	addr := strings.TrimPrefix(base, "http://")
 	tests := []struct {
 		name, raw string
@@ -233,10 +241,7 @@ func TestRefusals(t *testing.T) {
 // A body that ends before its Content-Length, past what fasthttp reads with
 // the headers, is refused with 400 and never reaches the upstream.
 func TestTruncatedBodyRefused(t *testing.T) {
-	up, u := newUpstream(t)
-	e := &env{}
-	e.set("TOKEN", "tok")
-	base := startProxy(t, e, testRoute("bearer", "/b/", u, &config.Inject{Credential: "cred", As: "bearer"}))
+	up, base := startBearerProxy(t, "tok")
 	req, _ := http.NewRequest("GET", base+"/b/ok", nil)
 	get(t, req, 200).Body.Close() // the credential is loaded
 	up.hits.Store(0)
@@ -347,10 +352,7 @@ func TestHTTPSUpstreamVerifiesCertificate(t *testing.T) {
 // generated when the app sent none or an empty one; the app's is kept even
 // when its Connection header names it.
 func TestRequestIDForwarded(t *testing.T) {
-	up, u := newUpstream(t)
-	e := &env{}
-	e.set("TOKEN", "tok-123")
-	base := startProxy(t, e, testRoute("bearer", "/b/", u, &config.Inject{Credential: "cred", As: "bearer"}))
+	up, base := startBearerProxy(t, "tok")
 	for _, tc := range []struct {
 		name   string
 		header map[string][]string
