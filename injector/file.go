@@ -4,15 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"golang.org/x/sys/unix"
 )
 
 // watchBuffer is the capacity of the watcher's event channel.
@@ -45,16 +45,7 @@ func (s FileSource) Fetch(ctx context.Context) (*Secret, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	f, err := openFile(s.Path)
-	if err != nil {
-		return nil, fmt.Errorf("reading credential file: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("reading credential file: %w", err)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, maxSecretSize+1))
+	b, mtime, err := readFile(s.Path, maxSecretSize)
 	if err != nil {
 		return nil, fmt.Errorf("reading credential file: %w", err)
 	}
@@ -65,25 +56,58 @@ func (s FileSource) Fetch(ctx context.Context) (*Secret, error) {
 	if v == "" {
 		return nil, fmt.Errorf("credential file %s is empty", s.Path)
 	}
-	return &Secret{Value: v, IssuedAt: fi.ModTime()}, nil
+	return &Secret{Value: v, IssuedAt: mtime}, nil
 }
 
-// openFile opens path for reading without offering it to the runtime's
-// poller. os.Open does offer it, and for a regular file that costs five
-// system calls for nothing: two fcntl to make it non-blocking, an epoll_ctl
-// that fails, two more fcntl to undo it. A rotating credential file is read
-// at every change, so on a file rotated every few milliseconds those are
-// half of the system calls of each rotation's read.
-func openFile(path string) (*os.File, error) {
-	for {
-		fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-		if err == syscall.EINTR {
-			continue
+// readFile reads path whole, or its first limit+1 bytes, and returns its
+// modification time. A rotating credential file is read at every change,
+// so this goes to the descriptor directly: os.Open would offer a regular
+// file to the runtime's poller (four fcntl and an epoll_ctl that fails, all
+// for nothing), os.NewFile still asks for the flags, and io.ReadAll reads
+// once more to see the end. Here a regular file costs open, fstat, one read
+// and close: a read that brings the total to the size fstat reported is
+// taken as the end. A file rewritten meanwhile is read again at the change
+// the watcher reports. Any other file (a pipe, a file under /proc that
+// reports size 0) is read until the end.
+func readFile(path string, limit int) ([]byte, time.Time, error) {
+	fd, err := retryEINTR(func() (int, error) { return unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0) })
+	if err != nil {
+		return nil, time.Time{}, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if _, err := retryEINTR(func() (int, error) { return 0, unix.Fstat(fd, &st) }); err != nil {
+		return nil, time.Time{}, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	size, c := -1, 512 // size unknown: start small
+	if st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size > 0 {
+		size = int(min(st.Size, int64(limit)+1))
+		c = size
+	}
+	b := make([]byte, 0, c)
+	for len(b) <= limit && len(b) != size {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, min(cap(b), limit+1-len(b)))
 		}
+		n, err := retryEINTR(func() (int, error) { return unix.Read(fd, b[len(b):min(cap(b), limit+1)]) })
 		if err != nil {
-			return nil, &os.PathError{Op: "open", Path: path, Err: err}
+			return nil, time.Time{}, &os.PathError{Op: "read", Path: path, Err: err}
 		}
-		return os.NewFile(uintptr(fd), path), nil
+		if n == 0 {
+			break
+		}
+		b = b[:len(b)+n]
+	}
+	return b, time.Unix(st.Mtim.Unix()), nil
+}
+
+// retryEINTR calls f again while it fails with EINTR.
+func retryEINTR(f func() (int, error)) (int, error) {
+	for {
+		n, err := f()
+		if err != unix.EINTR {
+			return n, err
+		}
 	}
 }
 

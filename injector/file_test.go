@@ -15,7 +15,7 @@ import (
 // watchDeadline bounds every wait for a watch signal.
 const watchDeadline = 5 * time.Second
 
-func writeFile(t *testing.T, path, content string) {
+func writeFile(t testing.TB, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
@@ -69,6 +69,37 @@ func TestFileSourceFetch(t *testing.T) {
 				t.Errorf("IssuedAt, ExpiresAt = %v, %v; want mtime %v, zero", s.IssuedAt, s.ExpiresAt, fi.ModTime())
 			}
 		})
+	}
+}
+
+// A file whose size fstat does not give (a pipe, much of /proc) is read
+// until its end, not up to the size.
+func TestFileSourceFetchUnsizedFile(t *testing.T) {
+	path := "/proc/self/environ" // reports size 0, has content
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) == 0 {
+		t.Skipf("no unsized file with content here: %v", err)
+	}
+	got, _, err := readFile(path, maxSecretSize)
+	if err != nil {
+		t.Fatalf("readFile: %v", err)
+	}
+	if string(got) != string(b) {
+		t.Errorf("readFile read %d bytes, want the %d that os.ReadFile reads", len(got), len(b))
+	}
+}
+
+// BenchmarkFileSourceFetch is the read behind every rotation of a file
+// credential.
+func BenchmarkFileSourceFetch(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "token")
+	writeFile(b, path, "tok-0123456789abcdef0123456789abcdef\n")
+	s := FileSource{Path: path}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Fetch(context.Background()); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 
