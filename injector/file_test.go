@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // watchDeadline bounds every wait for a watch signal.
@@ -73,19 +75,34 @@ func TestFileSourceFetch(t *testing.T) {
 }
 
 // A file whose size fstat does not give (a pipe, much of /proc) is read
-// until its end, not up to the size.
+// until its end, not up to the size; this one is longer than the first
+// buffer.
 func TestFileSourceFetchUnsizedFile(t *testing.T) {
-	path := "/proc/self/environ" // reports size 0, has content
-	b, err := os.ReadFile(path)
-	if err != nil || len(b) == 0 {
-		t.Skipf("no unsized file with content here: %v", err)
+	path := filepath.Join(t.TempDir(), "fifo")
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		t.Skipf("no named pipe here: %v", err)
 	}
-	got, _, err := readFile(path, maxSecretSize)
+	want := strings.Repeat("t", 3000)
+	wrote := make(chan error, 1)
+	go func() {
+		f, err := os.OpenFile(path, os.O_WRONLY, 0) // waits for the reader
+		if err == nil {
+			_, err = f.WriteString(want + "\n")
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		wrote <- err
+	}()
+	s, err := FileSource{Path: path}.Fetch(context.Background())
 	if err != nil {
-		t.Fatalf("readFile: %v", err)
+		t.Fatalf("Fetch: %v", err)
 	}
-	if string(got) != string(b) {
-		t.Errorf("readFile read %d bytes, want the %d that os.ReadFile reads", len(got), len(b))
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	if s.Value != want {
+		t.Errorf("Fetch read %d bytes, want %d", len(s.Value), len(want))
 	}
 }
 
