@@ -18,11 +18,17 @@ type idleConn struct {
 	net.Conn
 	timeout time.Duration
 	// rd and wd are when the current read/write deadline was set; a deadline
-	// is renewed only once an eighth of the timeout has passed, so a busy
-	// connection does not reset its timer on every small read. used is when
-	// the connection last read or wrote. All three are monoNow readings.
+	// is renewed only once 1/rearmDivisor of the timeout has passed, so a
+	// busy connection does not reset its timer on every small read. used is
+	// when the connection last read or wrote. All three are monoNow readings.
 	rd, wd, used time.Duration
 }
+
+// rearmDivisor sets how far a connection's deadline may lag behind the one
+// it would have if re-armed at every read: 1/rearmDivisor of its timeout.
+// Re-arming updates a runtime timer; this keeps it off most requests of a
+// busy connection, upstream (idleConn) and app side (inboundConn) alike.
+const rearmDivisor = 8
 
 func newIdleConn(c net.Conn, timeout time.Duration) *idleConn {
 	now := monoNow()
@@ -42,7 +48,7 @@ func monoNow() time.Duration { return time.Since(procStart) }
 func (c *idleConn) Read(p []byte) (int, error) {
 	now := monoNow()
 	c.used = now
-	if now-c.rd > c.timeout/8 {
+	if now-c.rd > c.timeout/rearmDivisor {
 		c.rd = now
 		_ = c.Conn.SetReadDeadline(time.Now().Add(c.timeout))
 	}
@@ -52,7 +58,7 @@ func (c *idleConn) Read(p []byte) (int, error) {
 func (c *idleConn) Write(p []byte) (int, error) {
 	now := monoNow()
 	c.used = now
-	if now-c.wd > c.timeout/8 {
+	if now-c.wd > c.timeout/rearmDivisor {
 		c.wd = now
 		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
 	}

@@ -17,7 +17,7 @@ import (
 // fires up to deadlineSlack early and never late.
 
 // deadlineSlack is how much earlier than asked a read deadline may fire.
-const deadlineSlack = headerTimeout / 8
+const deadlineSlack = headerTimeout / rearmDivisor
 
 // inboundListener hands out inboundConns. A TLS connection keeps its TLS
 // methods, by which fasthttp tells it is one.
