@@ -11,6 +11,11 @@
 // the file never holds a token the upstream does not know. Issued tokens
 // stay valid for -valid-for.
 //
+// With -idle-file, POST /_issue-to?file=idle sends the issued tokens to
+// that file instead, and POST /_issue-to?file=rotate back: the harness
+// switches a proxy's rotation off and on without changing the upstream's
+// own work.
+//
 //	upstream -listen 127.0.0.1:9000 -token T
 //	upstream -listen 127.0.0.1:9000 -rotate-file /tmp/tok -rotate-every 10ms
 package main
@@ -48,6 +53,7 @@ type options struct {
 	listen      string
 	token       string
 	rotateFile  string
+	idleFile    string
 	rotateEvery time.Duration
 	validFor    time.Duration
 	bodyLen     int
@@ -60,6 +66,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:0", "address to listen on")
 	fs.StringVar(&o.token, "token", "", "a static token that is always valid")
 	fs.StringVar(&o.rotateFile, "rotate-file", "", "issue tokens and write each to this file")
+	fs.StringVar(&o.idleFile, "idle-file", "", "where issued tokens go while switched to idle (POST /_issue-to?file=idle)")
 	fs.DurationVar(&o.rotateEvery, "rotate-every", 10*time.Millisecond, "how often to issue a token")
 	fs.DurationVar(&o.validFor, "valid-for", 5*time.Second, "how long an issued token stays valid")
 	fs.IntVar(&o.bodyLen, "request-body", -1, "expected request body length for POST; -1 = any")
@@ -68,6 +75,9 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.token == "" && o.rotateFile == "" {
 		return o, errors.New("upstream: -token or -rotate-file is required")
+	}
+	if o.idleFile != "" && o.rotateFile == "" {
+		return o, errors.New("upstream: -idle-file needs -rotate-file")
 	}
 	return o, nil
 }
@@ -82,7 +92,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if o.token != "" {
 		set.add(o.token, 0)
 	}
-	is := &issuer{set: set, path: o.rotateFile}
+	is := &issuer{set: set, path: o.rotateFile, idlePath: o.idleFile}
 	if o.rotateFile != "" {
 		if err := is.issue(time.Now()); err != nil {
 			fmt.Fprintln(stderr, err)
@@ -147,12 +157,15 @@ func (s *tokenSet) add(tok string, at int64) {
 	}
 }
 
-// issuer mints tokens into a tokenSet and publishes each to a file.
+// issuer mints tokens into a tokenSet and publishes each to a file: path,
+// or idlePath while idle is set.
 type issuer struct {
-	set    *tokenSet
-	path   string
-	count  atomic.Uint64
-	errors atomic.Uint64
+	set      *tokenSet
+	path     string
+	idlePath string
+	idle     atomic.Bool
+	count    atomic.Uint64
+	errors   atomic.Uint64
 }
 
 // issue mints a token, makes it valid, then writes it to the file by
@@ -162,11 +175,15 @@ func (is *issuer) issue(now time.Time) error {
 	_, _ = rand.Read(raw[:])
 	tok := "bench-" + hex.EncodeToString(raw[:])
 	is.set.add(tok, now.UnixNano())
-	tmp := filepath.Join(filepath.Dir(is.path), "."+filepath.Base(is.path)+".tmp")
+	path := is.path
+	if is.idle.Load() {
+		path = is.idlePath
+	}
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
 	if err := os.WriteFile(tmp, []byte(tok+"\n"), 0o600); err != nil {
 		return fmt.Errorf("upstream: writing token: %w", err)
 	}
-	if err := os.Rename(tmp, is.path); err != nil {
+	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("upstream: writing token: %w", err)
 	}
 	is.count.Add(1)
@@ -212,8 +229,9 @@ func (u *upstream) stats() Stats {
 }
 
 var (
-	bearer   = []byte("Bearer ")
-	statsURI = []byte("/_stats")
+	bearer     = []byte("Bearer ")
+	statsURI   = []byte("/_stats")
+	issueToURI = []byte("/_issue-to")
 	// payload is the 64-byte answer.
 	payload = []byte(`{"ok":true,"note":"sixty-four bytes of upstream response body."}`)
 )
@@ -223,6 +241,10 @@ func (u *upstream) handle(ctx *fasthttp.RequestCtx) {
 		b, _ := json.Marshal(u.stats())
 		ctx.SetContentType("application/json")
 		ctx.SetBody(b)
+		return
+	}
+	if ctx.IsPost() && bytes.Equal(ctx.Path(), issueToURI) {
+		u.issueTo(ctx)
 		return
 	}
 	auth := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)
@@ -241,4 +263,19 @@ func (u *upstream) handle(ctx *fasthttp.RequestCtx) {
 	u.ok.Add(1)
 	ctx.SetContentType("application/json")
 	ctx.SetBody(payload)
+}
+
+// issueTo switches where issued tokens go: ?file=rotate or ?file=idle.
+func (u *upstream) issueTo(ctx *fasthttp.RequestCtx) {
+	switch file := string(ctx.QueryArgs().Peek("file")); {
+	case u.issuer.idlePath == "":
+		ctx.SetStatusCode(fasthttp.StatusConflict)
+		ctx.SetBodyString(`{"error":"no -idle-file"}`)
+	case file == "rotate" || file == "idle":
+		u.issuer.idle.Store(file == "idle")
+		ctx.SetStatusCode(fasthttp.StatusNoContent)
+	default:
+		ctx.SetStatusCode(fasthttp.StatusBadRequest)
+		ctx.SetBodyString(`{"error":"file is rotate or idle"}`)
+	}
 }

@@ -83,3 +83,54 @@ func TestHandle(t *testing.T) {
 		t.Fatalf("stats = %+v", st)
 	}
 }
+
+// TestIssueTo: switched to idle, the issued tokens go to the idle file and
+// the rotate file keeps its last token; switched back, they go to it again.
+func TestIssueTo(t *testing.T) {
+	dir := t.TempDir()
+	rotate, idle := filepath.Join(dir, "token"), filepath.Join(dir, "issued")
+	set := newTokenSet(time.Minute)
+	u := &upstream{set: set, issuer: &issuer{set: set, path: rotate, idlePath: idle}}
+	read := func(path string) string {
+		t.Helper()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	switchTo := func(file string, want int) {
+		t.Helper()
+		var ctx fasthttp.RequestCtx
+		ctx.Request.Header.SetMethod(fasthttp.MethodPost)
+		ctx.Request.SetRequestURI("/_issue-to?file=" + file)
+		u.handle(&ctx)
+		if got := ctx.Response.StatusCode(); got != want {
+			t.Fatalf("file=%s: status %d, want %d", file, got, want)
+		}
+	}
+	issue := func() {
+		t.Helper()
+		if err := u.issuer.issue(time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	issue()
+	first := read(rotate)
+	switchTo("idle", fasthttp.StatusNoContent)
+	issue()
+	if got := read(rotate); got != first {
+		t.Fatalf("idle: the rotate file changed from %q to %q", first, got)
+	}
+	if got := read(idle); got == first {
+		t.Fatal("idle: the idle file holds the rotate file's token")
+	}
+	switchTo("rotate", fasthttp.StatusNoContent)
+	issue()
+	if got := read(rotate); got == first {
+		t.Fatal("rotate: the rotate file did not change")
+	}
+	switchTo("other", fasthttp.StatusBadRequest)
+	u.issuer.idlePath = ""
+	switchTo("idle", fasthttp.StatusConflict)
+}
