@@ -385,7 +385,12 @@ func (b *bench) measure(ctx context.Context, p peer, l *layout, conns int, dir s
 	if err != nil {
 		return err
 	}
-	w, err := wrkRun(ctx, b.o.loadCPU, conns, b.o.duration, b.script, url)
+	var w wrkResult
+	if p.alternate {
+		w, r.Windows, err = b.alternate(ctx, px, s, conns, url)
+	} else {
+		w, err = wrkRun(ctx, b.o.loadCPU, conns, b.o.duration, b.script, url)
+	}
 	if err != nil {
 		return err
 	}
@@ -395,13 +400,122 @@ func (b *bench) measure(ctx context.Context, p peer, l *layout, conns int, dir s
 	}
 	px.stop(10 * time.Second)
 	b.fill(r, w, before, after)
-	if p.name == peerSidekey || p.name == peerSidekeyRotate {
+	if isSidekey(p.name) {
 		total, _ := upstreamStats(s.upstream)
 		r.AuditExpected = total.OK + total.Unauthorized + total.BadBody
 		r.AuditLines = countAuditLines(px.errLog)
 	}
 	r.check(w, after.up.sub(before.up), conns)
 	return nil
+}
+
+// alternate drives the proxy for -duration like wrkRun, cut into an odd
+// number of windows of -window: the upstream issues its tokens into the
+// credential file in every other window and into a file nothing watches
+// in the rest, the first and the last included. Rotating and static
+// windows then share one process, its connections and the machine's state
+// of the moment, and differ only in the proxy's taking of new credentials;
+// the upstream's own work is the same in both. Each window records the
+// requests the upstream accepted, the proxy's CPU time (scheduler
+// nanoseconds, finer than clock ticks) and the new versions sidekey took.
+func (b *bench) alternate(ctx context.Context, px *child, s *site, conns int, url string) (wrkResult, []window, error) {
+	n := int(b.o.duration / b.o.window)
+	if n%2 == 0 {
+		n--
+	}
+	type ran struct {
+		w   wrkResult
+		err error
+	}
+	done := make(chan ran, 1)
+	go func() {
+		w, err := wrkRun(ctx, b.o.loadCPU, conns, b.o.duration, b.script, url)
+		done <- ran{w, err}
+	}()
+	wrkErr := func(err error) (wrkResult, []window, error) {
+		<-done
+		return wrkResult{}, nil, err
+	}
+	// Centred in wrk's run: clear of its start and of its end.
+	start := time.Now().Add((b.o.duration - time.Duration(n)*b.o.window) / 2)
+	if err := sleepUntil(ctx, start); err != nil {
+		return wrkErr(err)
+	}
+	prev, err := b.windowMark(px, s)
+	if err != nil {
+		return wrkErr(err)
+	}
+	wins := make([]window, 0, n)
+	for i := range n {
+		rotating := i%2 == 1
+		if err := issueTo(s.upstream, rotating); err != nil {
+			return wrkErr(err)
+		}
+		if err := sleepUntil(ctx, start.Add(time.Duration(i+1)*b.o.window)); err != nil {
+			return wrkErr(err)
+		}
+		cur, err := b.windowMark(px, s)
+		if err != nil {
+			return wrkErr(err)
+		}
+		wins = append(wins, window{Rotating: rotating, Seconds: cur.at.Sub(prev.at).Seconds(),
+			Requests: cur.ok - prev.ok, CPUNanos: cur.cpu - prev.cpu, Rotations: cur.rotations - prev.rotations})
+		prev = cur
+	}
+	res := <-done
+	return res.w, wins, res.err
+}
+
+// mark is what a window's figures are differences of.
+type mark struct {
+	at        time.Time
+	cpu       uint64 // the proxy's CPU time, ns
+	ok        uint64 // requests the upstream accepted
+	rotations uint64 // sidekey's new versions
+}
+
+func (b *bench) windowMark(px *child, s *site) (mark, error) {
+	m := mark{at: time.Now()}
+	var err error
+	if m.cpu, err = treeCPUNanos(px.pid()); err != nil {
+		return m, err
+	}
+	up, err := upstreamStats(s.upstream)
+	if err != nil {
+		return m, err
+	}
+	m.ok = up.OK
+	m.rotations = sidekeyRotations(s.admin)
+	return m, nil
+}
+
+// issueTo points the upstream's issuing at the credential file (rotating)
+// or away from it.
+func issueTo(upstream string, rotating bool) error {
+	file := "idle"
+	if rotating {
+		file = "rotate"
+	}
+	resp, err := http.Post("http://"+upstream+"/_issue-to?file="+file, "", nil)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		return fmt.Errorf("upstream: switching issuing to %s: %s", file, resp.Status)
+	}
+	return nil
+}
+
+func sleepUntil(ctx context.Context, t time.Time) error {
+	timer := time.NewTimer(time.Until(t))
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return nil
+	}
 }
 
 // site allocates the run's ports and files.
@@ -451,6 +565,11 @@ func (b *bench) startUpstream(ctx context.Context, p peer, s *site) (*child, err
 		issued = s.tokenFile
 	} else {
 		argv = append(argv, "-token", s.token)
+	}
+	if p.alternate {
+		// A static window keeps the token of the rotating one before it.
+		argv = append(argv, "-idle-file", filepath.Join(s.dir, "issued"),
+			"-valid-for", max(5*time.Second, 3*b.o.window).String())
 	}
 	argv = append(argv, "-rotate-file", issued, "-rotate-every", b.o.rotateEvery.String())
 	up, err := startChild("upstream", s.dir, argv, nil)
@@ -558,7 +677,7 @@ func (b *bench) snapshot(px *child, s *site, l *layout) (snapshot, error) {
 	if l.quota != nil {
 		sn.throttled, _ = l.quota.throttled()
 	}
-	if px.name == peerSidekey || px.name == peerSidekeyRotate {
+	if isSidekey(px.name) {
 		sn.rotations = sidekeyRotations(s.admin)
 	}
 	return sn, nil

@@ -57,6 +57,7 @@ type options struct {
 	quotaMethod string
 	body        int
 	rotateEvery time.Duration
+	window      time.Duration
 	maxOther    float64
 	retries     int
 	workdir     string
@@ -84,6 +85,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.quotaMethod, "quota-method", "auto", "auto, systemd, cgroup2, cgroup1 or burner")
 	fs.IntVar(&o.body, "body", 64, "request body bytes (POST); 0 sends GET without a body")
 	fs.DurationVar(&o.rotateEvery, "rotate-every", 10*time.Millisecond, "credential rotation period of the sidekey-rotate proxy")
+	fs.DurationVar(&o.window, "window", time.Second, "window length of the sidekey-alternate proxy, whose credential rotates in every other window of a run")
 	fs.Float64Var(&o.maxOther, "max-other", 20, "percent of the proxy's core other processes may use during a run before it is made again; 0 = never")
 	fs.IntVar(&o.retries, "retries", 2, "how many times a disturbed run is made again")
 	fs.StringVar(&o.workdir, "workdir", "", "directory for binaries, configs and logs (default: a new temporary one)")
@@ -126,6 +128,8 @@ func (o options) check() error {
 		return fmt.Errorf("-body must not be negative")
 	case o.rotateEvery < time.Millisecond:
 		return fmt.Errorf("-rotate-every must be at least 1ms")
+	case o.window < 10*o.rotateEvery || o.duration < 3*o.window:
+		return fmt.Errorf("-window must hold at least 10 rotations, and -duration at least 3 windows")
 	}
 	switch o.quotaMethod {
 	case "auto", quotaSystemd, quotaCgroup2, quotaCgroup1, quotaBurner:

@@ -189,6 +189,7 @@ func TestParseOptions(t *testing.T) {
 	for _, bad := range [][]string{
 		{"-conns", "0"}, {"-proxies", "envoy"}, {"-layouts", "wide"}, {"-proxy-cpu", "1"},
 		{"-repeats", "0"}, {"-quota-method", "magic"}, {"stray"},
+		{"-window", "50ms"}, {"-window", "4s"}, // fewer than 10 rotations; fewer than 3 windows in 10 s
 	} {
 		if _, err := parseOptions(bad, io.Discard); err == nil {
 			t.Errorf("parseOptions(%q) accepted", bad)
@@ -370,5 +371,105 @@ func TestReport(t *testing.T) {
 	}
 	if rep.failures() != 2 {
 		t.Errorf("failures = %d, want 2", rep.failures())
+	}
+}
+
+func TestParseSchedstat(t *testing.T) {
+	ns, err := parseSchedstat([]byte("123456789 4567 89\n"))
+	if err != nil || ns != 123456789 {
+		t.Fatalf("parseSchedstat = %d, %v", ns, err)
+	}
+	if _, err := parseSchedstat([]byte("")); err == nil {
+		t.Fatal("an empty schedstat parsed")
+	}
+}
+
+// alternating builds windows of one second from (rotating, requests, CPU
+// µs per request) triples.
+func alternating(ws ...[3]float64) []window {
+	var out []window
+	for _, w := range ws {
+		out = append(out, window{Rotating: w[0] == 1, Seconds: 1, Requests: uint64(w[1]),
+			CPUNanos: uint64(w[1] * w[2] * 1e3), Rotations: uint64(w[0] * 80)})
+	}
+	return out
+}
+
+func TestNeighbourRatios(t *testing.T) {
+	ws := alternating(
+		[3]float64{0, 1000, 30},
+		[3]float64{1, 990, 31}, // against 1000 and 1200: 990/1100, 31/30
+		[3]float64{0, 1200, 30},
+		[3]float64{1, 1200, 30}, // against 1200 and 1000: 1200/1100
+		[3]float64{0, 1000, 30},
+		[3]float64{1, 500, 60}, // no static window after it: left out
+	)
+	rates, cpus := neighbourRatios(ws)
+	want := []float64{990.0 / 1100, 1200.0 / 1100}
+	if len(rates) != 2 || len(cpus) != 2 {
+		t.Fatalf("ratios = %v, %v; want two each", rates, cpus)
+	}
+	for i := range want {
+		if math.Abs(rates[i]-want[i]) > 1e-9 {
+			t.Errorf("rate ratio %d = %v, want %v", i, rates[i], want[i])
+		}
+	}
+	if math.Abs(cpus[0]-31.0/30) > 1e-9 || math.Abs(cpus[1]-1) > 1e-9 {
+		t.Errorf("CPU ratios = %v, want [%v 1]", cpus, 31.0/30)
+	}
+}
+
+// TestCheckWindows: an alternating run counts only if sidekey took new
+// credentials in its rotating windows and (bar one at the switch) not in
+// its static ones.
+func TestCheckWindows(t *testing.T) {
+	clean := wrkResult{Requests: 1000, DurationUS: 1e6}
+	for _, tc := range []struct {
+		name string
+		ws   []window
+		want string
+	}{
+		{"taken while rotating", []window{{Rotations: 1}, {Rotating: true, Rotations: 60}, {}}, ""},
+		{"none while rotating", []window{{}, {Rotating: true}, {}}, "window 2 took no new credential while rotating"},
+		{"taken while static", []window{{Rotations: 5}, {Rotating: true, Rotations: 60}, {}}, "window 1 took 5 new credentials while static"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := result{Windows: tc.ws}
+			r.check(clean, upStats{OK: 1000}, 32)
+			got := strings.Join(r.Problems, "; ")
+			if got != tc.want {
+				t.Fatalf("problems = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestReportAlternation(t *testing.T) {
+	o := options{duration: 10 * time.Second, warmup: 2 * time.Second, repeats: 2, conns: []int{32},
+		layouts: []string{layoutCapped}, quota: 50, body: 64, rotateEvery: 10 * time.Millisecond, window: time.Second,
+		command: "bench/run.sh", loadCPU: 1}
+	var ps []peer
+	for _, p := range peers() {
+		if p.name == peerSidekey || p.name == peerSidekeyAlt {
+			ps = append(ps, p)
+		}
+	}
+	layouts := []*layout{{name: layoutCapped, quota: &burner{cpu: 0, pct: 50}}}
+	rs := []result{
+		{Peer: peerSidekey, Layout: layoutCapped, Conns: 32, ReqPerSec: 20000, CPUPerReqUS: 25},
+		{Peer: peerSidekeyAlt, Layout: layoutCapped, Conns: 32, ReqPerSec: 19000, CPUPerReqUS: 26, Windows: alternating(
+			[3]float64{0, 1000, 30}, [3]float64{1, 990, 31}, [3]float64{0, 1000, 30})},
+		{Peer: peerSidekeyAlt, Layout: layoutCapped, Conns: 32, Repeat: 1, ReqPerSec: 19000, CPUPerReqUS: 26, Windows: alternating(
+			[3]float64{0, 1000, 30}, [3]float64{1, 970, 30}, [3]float64{0, 1000, 30})},
+	}
+	md := buildReport(environment{Versions: map[string]string{}}, o, layouts, ps, nil, rs).markdown()
+	// Both windows' ratios: 0.99 and 0.97 (median 0.98); CPU 31/30 and 1.
+	want := "| capped | 32 | 2 | 1,000 / 980 | 0.980× (0.970×–0.990×) | 1.017× (1.000×–1.033×) | 80 / 0 |"
+	if !strings.Contains(md, want) {
+		t.Errorf("report lacks %q:\n%s", want, md)
+	}
+	// The alternating run has its own table, not a row in the main ones.
+	if strings.Contains(md, "| sidekey, rotating in every other window |") {
+		t.Errorf("the alternating run has a row in a main table:\n%s", md)
 	}
 }

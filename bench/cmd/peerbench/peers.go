@@ -15,6 +15,10 @@ type peer struct {
 	// rotate: the upstream issues a new token into the credential file
 	// every -rotate-every, instead of accepting one static token.
 	rotate bool
+	// alternate: the run is cut into windows of -window, and the upstream
+	// issues into the credential file in every other one only (see
+	// alternate in bench.go).
+	alternate bool
 	// setup writes the peer's configuration into s.dir and returns the
 	// command that runs it in the foreground, and extra environment.
 	setup func(s *site) (argv, env []string, err error)
@@ -35,6 +39,7 @@ type site struct {
 const (
 	peerSidekey       = "sidekey"
 	peerSidekeyRotate = "sidekey-rotate"
+	peerSidekeyAlt    = "sidekey-alternate"
 	peerNginx         = "nginx"
 	peerHAProxy       = "haproxy"
 	peerFasthttp      = "fasthttp"
@@ -46,6 +51,7 @@ func peers() []peer {
 	return []peer{
 		{name: peerSidekey, label: "sidekey (audit line and metrics on)", setup: sidekeySetup},
 		{name: peerSidekeyRotate, label: "sidekey, credential rotating every %s", rotate: true, setup: sidekeySetup},
+		{name: peerSidekeyAlt, label: "sidekey, rotating in every other window", rotate: true, alternate: true, setup: sidekeySetup},
 		{name: peerNginx, label: "nginx %s, 1 worker, upstream keepalive", tool: "nginx", setup: nginxSetup},
 		{name: peerHAProxy, label: "HAProxy %s, 1 thread", tool: "haproxy", setup: haproxySetup},
 		{name: peerFasthttp, label: "bare fasthttp HostClient proxy (no features)", setup: helperSetup},
@@ -203,8 +209,11 @@ func helperBinary(name string) string {
 		return "fastproxy"
 	case peerNetHTTP:
 		return "stdproxy"
-	case peerSidekey, peerSidekeyRotate:
+	case peerSidekey, peerSidekeyRotate, peerSidekeyAlt:
 		return "sidekey"
 	}
 	return ""
 }
+
+// isSidekey reports whether the peer is sidekey, in any of its runs.
+func isSidekey(name string) bool { return helperBinary(name) == "sidekey" }

@@ -52,6 +52,50 @@ func treeUsage(root int) (usage, error) {
 	return u, nil
 }
 
+// treeCPUNanos is the CPU time of root and its descendants in
+// nanoseconds: the first field of /proc/PID/task/TID/schedstat, summed
+// over every thread. A thread that ends takes its time along.
+func treeCPUNanos(root int) (uint64, error) {
+	pids, err := descendants(root)
+	if err != nil {
+		return 0, err
+	}
+	var total uint64
+	found := false
+	for _, pid := range pids {
+		tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+		if err != nil {
+			return 0, err
+		}
+		for _, path := range tasks {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				continue
+			}
+			ns, err := parseSchedstat(b)
+			if err != nil {
+				return 0, fmt.Errorf("%s: %w", path, err)
+			}
+			total += ns
+			found = true
+		}
+	}
+	if !found {
+		return 0, fmt.Errorf("process %d is gone", root)
+	}
+	return total, nil
+}
+
+// parseSchedstat reads the time spent on the CPU, in ns, from a
+// schedstat line: "on-cpu-ns waiting-ns timeslices".
+func parseSchedstat(b []byte) (uint64, error) {
+	f := strings.Fields(string(b))
+	if len(f) < 1 {
+		return 0, errors.New("empty schedstat")
+	}
+	return strconv.ParseUint(f[0], 10, 64)
+}
+
 // descendants lists root and all processes below it.
 func descendants(root int) ([]int, error) {
 	ents, err := os.ReadDir("/proc")

@@ -134,6 +134,7 @@ func (r *report) markdown() string {
 	}
 	r.reference(&sb)
 	r.rotation(&sb)
+	r.alternation(&sb)
 	r.checks(&sb)
 	r.notes(&sb)
 	return sb.String()
@@ -204,7 +205,7 @@ func (r *report) summary(sb *strings.Builder) {
 	if capped == nil {
 		cpuLayout = layoutUncapped
 	}
-	for _, p := range r.peers {
+	for _, p := range r.tablePeers() {
 		row := []string{r.label(p)}
 		if capped != nil {
 			row = append(row, r.rateText(r.cell(layoutCapped, conns, p.name)))
@@ -262,7 +263,7 @@ func (r *report) detail(sb *strings.Builder, l *layout, conns int) {
 	tableHead(sb, []string{"proxy", "req/s", "vs nginx", "p50 ms", "p99 ms", "CPU µs/req", "proxy CPU %",
 		"others on proxy core %", "peak RSS MiB", "anonymous MiB", "runs"})
 	base := r.cell(l.name, conns, peerNginx).stat(rate)
-	for _, p := range r.peers {
+	for _, p := range r.tablePeers() {
 		c := r.cell(l.name, conns, p.name)
 		rs := c.stat(rate)
 		ratio := "–"
@@ -323,6 +324,64 @@ func (r *report) rotation(sb *strings.Builder) {
 	}
 	sb.WriteString("\n")
 }
+
+// alternation is the sidekey-alternate runs: rotating windows against the
+// static windows beside them, within one run.
+func (r *report) alternation(sb *strings.Builder) {
+	if !r.has(peerSidekeyAlt) {
+		return
+	}
+	fmt.Fprintf(sb, "## Credential rotation, alternating windows\n\n"+
+		"One sidekey per run, its run cut into windows of %s: the upstream issues its token every %s "+
+		"into sidekey's credential file in every other window, and into a file nothing watches in the rest, "+
+		"so the upstream's work is the same in both and only sidekey's taking of new credentials differs. "+
+		"Each rotating window is set against the mean of the static windows on either side of it, "+
+		"seconds apart in the same process, which cancels most of what moves between separate runs; "+
+		"the ratios are the median over all such windows of all repeats, with their range. "+
+		"CPU is the proxy's scheduler time per request.\n\n", r.o.window, r.o.rotateEvery)
+	tableHead(sb, []string{"layout", "conns", "rotating windows", "req/s static / rotating",
+		"req/s, rotating over static", "CPU µs/req, rotating over static", "new versions taken per second, rotating / static"})
+	for _, l := range r.layouts {
+		for _, conns := range r.o.conns {
+			runs := r.cell(l.name, conns, peerSidekeyAlt).measured()
+			if len(runs) == 0 {
+				continue
+			}
+			var rates, cpus []float64
+			var static, rotating, staticRot, rotatingRot []float64
+			for _, x := range runs {
+				rs, cs := neighbourRatios(x.Windows)
+				rates, cpus = append(rates, rs...), append(cpus, cs...)
+				for _, w := range x.Windows {
+					if w.Rotating {
+						rotating, rotatingRot = append(rotating, w.rate()), append(rotatingRot, float64(w.Rotations)/w.Seconds)
+					} else {
+						static, staticRot = append(static, w.rate()), append(staticRot, float64(w.Rotations)/w.Seconds)
+					}
+				}
+			}
+			tableRow(sb, []string{l.name, strconv.Itoa(conns), strconv.Itoa(len(rates)),
+				thousands(statOf(static).med) + " / " + thousands(statOf(rotating).med),
+				rangeText(statOf(rates), ratio3), rangeText(statOf(cpus), ratio3),
+				noDecimal(statOf(rotatingRot)) + " / " + noDecimal(statOf(staticRot))})
+		}
+	}
+	sb.WriteString("\n")
+}
+
+// tablePeers are the peers of the main tables; an alternating run has
+// its own table.
+func (r *report) tablePeers() []peer {
+	var out []peer
+	for _, p := range r.peers {
+		if !p.alternate {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func ratio3(x float64) string { return fmt.Sprintf("%.3f×", x) }
 
 // pairCells are the figures of a pair of peers run back to back: each
 // one's median req/s, the paired ratio of other to base and the ratio of

@@ -39,6 +39,8 @@ type result struct {
 	AuditLines    uint64 // sidekey: audit lines in its log
 	AuditExpected uint64 // sidekey: requests the upstream saw over the proxy's life
 
+	Windows []window // sidekey-alternate: the run's windows, in order
+
 	Problems []string // why the run FAILED its checks
 
 	Attempts  int  // runs made for this one (see -max-other)
@@ -46,6 +48,48 @@ type result struct {
 }
 
 func (r *result) failed() bool { return r.Err != nil || len(r.Problems) > 0 }
+
+// window is one window of a sidekey-alternate run.
+type window struct {
+	Rotating  bool    // the upstream issued into the credential file
+	Seconds   float64 // its length as measured
+	Requests  uint64  // the upstream accepted
+	CPUNanos  uint64  // the proxy's CPU time
+	Rotations uint64  // new versions sidekey took
+}
+
+func (w window) rate() float64 {
+	if w.Seconds <= 0 {
+		return 0
+	}
+	return float64(w.Requests) / w.Seconds
+}
+
+func (w window) cpuPerReq() float64 {
+	if w.Requests == 0 {
+		return 0
+	}
+	return float64(w.CPUNanos) / 1e3 / float64(w.Requests)
+}
+
+// neighbourRatios compares every rotating window that has a static window
+// on both sides with the mean of those two: req/s and CPU µs per request,
+// rotating over static.
+func neighbourRatios(ws []window) (rates, cpus []float64) {
+	for i := 1; i+1 < len(ws); i++ {
+		w, a, b := ws[i], ws[i-1], ws[i+1]
+		if !w.Rotating || a.Rotating || b.Rotating {
+			continue
+		}
+		if base := (a.rate() + b.rate()) / 2; base > 0 {
+			rates = append(rates, w.rate()/base)
+		}
+		if base := (a.cpuPerReq() + b.cpuPerReq()) / 2; base > 0 {
+			cpus = append(cpus, w.cpuPerReq()/base)
+		}
+	}
+	return rates, cpus
+}
 
 // fill derives the run's figures from wrk and the snapshots around it.
 func (b *bench) fill(r *result, w wrkResult, before, after snapshot) {
@@ -99,6 +143,17 @@ func (r *result) check(w wrkResult, up upStats, conns int) {
 	if up.IssueErrors > 0 {
 		add("%d token file writes failed", up.IssueErrors)
 	}
+	// An alternating run compares only if sidekey took new credentials in
+	// the rotating windows and not in the static ones, bar one in flight
+	// at the switch.
+	for i, w := range r.Windows {
+		if w.Rotating && w.Rotations == 0 {
+			add("window %d took no new credential while rotating", i+1)
+		}
+		if !w.Rotating && w.Rotations > 1 {
+			add("window %d took %d new credentials while static", i+1, w.Rotations)
+		}
+	}
 }
 
 // summary is the progress line of one run.
@@ -113,8 +168,11 @@ func (r *result) summary() string {
 	if r.ThrottledOK {
 		s += fmt.Sprintf("  throttled %d", r.Throttled)
 	}
-	if r.Peer == peerSidekeyRotate {
+	if r.Peer == peerSidekeyRotate || r.Peer == peerSidekeyAlt {
 		s += fmt.Sprintf("  rotations %d (issued %d)", r.Rotations, r.Issued)
+	}
+	if rates, _ := neighbourRatios(r.Windows); len(rates) > 0 {
+		s += fmt.Sprintf("  rotating windows over static %.3f×", statOf(rates).med)
 	}
 	if r.AuditExpected > 0 {
 		s += fmt.Sprintf("  audit %d/%d", r.AuditLines, r.AuditExpected)
