@@ -496,7 +496,7 @@ func issueTo(upstream string, rotating bool) error {
 	if rotating {
 		file = "rotate"
 	}
-	resp, err := http.Post("http://"+upstream+"/_issue-to?file="+file, "", nil)
+	resp, err := localClient().Post("http://"+upstream+"/_issue-to?file="+file, "", nil)
 	if err != nil {
 		return err
 	}
@@ -586,7 +586,6 @@ func (b *bench) startUpstream(ctx context.Context, p peer, s *site) (*child, err
 // probe sends the benchmark's request once, on a fresh connection, and
 // reports whether the upstream accepted it.
 func (b *bench) probe(url string) bool {
-	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	method := http.MethodGet
 	var body io.Reader
 	if b.o.body > 0 {
@@ -597,7 +596,7 @@ func (b *bench) probe(url string) bool {
 		return false
 	}
 	req.Header.Set("Authorization", appAuthorization)
-	resp, err := c.Do(req)
+	resp, err := localClient().Do(req)
 	if err != nil {
 		return false
 	}
@@ -728,9 +727,14 @@ func sidekeyRotations(admin string) uint64 {
 	return list[0].Rotations
 }
 
+// localClient is for the harness's own requests, beside wrk's load: short,
+// and each on a connection of its own.
+func localClient() *http.Client {
+	return &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+}
+
 func getJSON(url string, v any) error {
-	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := c.Get(url)
+	resp, err := localClient().Get(url)
 	if err != nil {
 		return err
 	}
