@@ -387,7 +387,7 @@ func (b *bench) measure(ctx context.Context, p peer, l *layout, conns int, dir s
 	}
 	var w wrkResult
 	if p.alternate {
-		w, r.Windows, err = b.alternate(ctx, px, s, conns, url)
+		w, r.Windows, err = b.alternate(ctx, px, s, l, conns, url)
 	} else {
 		w, err = wrkRun(ctx, b.o.loadCPU, conns, b.o.duration, b.script, url)
 	}
@@ -415,10 +415,9 @@ func (b *bench) measure(ctx context.Context, p peer, l *layout, conns int, dir s
 // in the rest, the first and the last included. Rotating and static
 // windows then share one process, its connections and the machine's state
 // of the moment, and differ only in the proxy's taking of new credentials;
-// the upstream's own work is the same in both. Each window records the
-// requests the upstream accepted, the proxy's CPU time (scheduler
-// nanoseconds, finer than clock ticks) and the new versions sidekey took.
-func (b *bench) alternate(ctx context.Context, px *child, s *site, conns int, url string) (wrkResult, []window, error) {
+// the upstream's own work is the same in both. Each window is the
+// difference of the snapshots at its ends.
+func (b *bench) alternate(ctx context.Context, px *child, s *site, l *layout, conns int, url string) (wrkResult, []window, error) {
 	n := int(b.o.duration / b.o.window)
 	if n%2 == 0 {
 		n--
@@ -441,7 +440,7 @@ func (b *bench) alternate(ctx context.Context, px *child, s *site, conns int, ur
 	if err := sleepUntil(ctx, start); err != nil {
 		return wrkErr(err)
 	}
-	prev, err := b.windowMark(px, s)
+	prev, err := b.snapshot(px, s, l)
 	if err != nil {
 		return wrkErr(err)
 	}
@@ -454,39 +453,16 @@ func (b *bench) alternate(ctx context.Context, px *child, s *site, conns int, ur
 		if err := sleepUntil(ctx, start.Add(time.Duration(i+1)*b.o.window)); err != nil {
 			return wrkErr(err)
 		}
-		cur, err := b.windowMark(px, s)
+		cur, err := b.snapshot(px, s, l)
 		if err != nil {
 			return wrkErr(err)
 		}
 		wins = append(wins, window{Rotating: rotating, Seconds: cur.at.Sub(prev.at).Seconds(),
-			Requests: cur.ok - prev.ok, CPUNanos: cur.cpu - prev.cpu, Rotations: cur.rotations - prev.rotations})
+			Requests: cur.up.OK - prev.up.OK, CPUNanos: cur.proc.nanos - prev.proc.nanos, Rotations: cur.rotations - prev.rotations})
 		prev = cur
 	}
 	res := <-done
 	return res.w, wins, res.err
-}
-
-// mark is what a window's figures are differences of.
-type mark struct {
-	at        time.Time
-	cpu       uint64 // the proxy's CPU time, ns
-	ok        uint64 // requests the upstream accepted
-	rotations uint64 // sidekey's new versions
-}
-
-func (b *bench) windowMark(px *child, s *site) (mark, error) {
-	m := mark{at: time.Now()}
-	var err error
-	if m.cpu, err = treeCPUNanos(px.pid()); err != nil {
-		return m, err
-	}
-	up, err := upstreamStats(s.upstream)
-	if err != nil {
-		return m, err
-	}
-	m.ok = up.OK
-	m.rotations = sidekeyRotations(s.admin)
-	return m, nil
 }
 
 // issueTo points the upstream's issuing at the credential file (rotating)

@@ -16,6 +16,7 @@ import (
 // usage is what /proc says about a process and its descendants.
 type usage struct {
 	ticks   uint64 // utime+stime, in clock ticks, summed over the tree
+	nanos   uint64 // the same CPU time in ns, from schedstat: finer than ticks
 	hwmKiB  uint64 // VmHWM (peak resident set), summed over the tree
 	anonKiB uint64 // RssAnon (private memory resident now), summed over the tree
 	procs   int
@@ -23,7 +24,7 @@ type usage struct {
 
 // treeUsage sums CPU time and peak RSS over root and every process
 // descending from it. A process that ends between the scan and the read
-// is skipped.
+// is skipped; so is a thread for nanos, which takes its time along.
 func treeUsage(root int) (usage, error) {
 	pids, err := descendants(root)
 	if err != nil {
@@ -40,6 +41,9 @@ func treeUsage(root int) (usage, error) {
 			return usage{}, fmt.Errorf("/proc/%d/stat: %w", pid, err)
 		}
 		u.ticks += s.utime + s.stime
+		if u.nanos, err = addTaskNanos(u.nanos, pid); err != nil {
+			return usage{}, err
+		}
 		if status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
 			u.hwmKiB += statusKiB(status, "VmHWM:")
 			u.anonKiB += statusKiB(status, "RssAnon:")
@@ -52,36 +56,23 @@ func treeUsage(root int) (usage, error) {
 	return u, nil
 }
 
-// treeCPUNanos is the CPU time of root and its descendants in
-// nanoseconds: the first field of /proc/PID/task/TID/schedstat, summed
-// over every thread. A thread that ends takes its time along.
-func treeCPUNanos(root int) (uint64, error) {
-	pids, err := descendants(root)
+// addTaskNanos adds the CPU time of every thread of pid to total: the
+// first field of /proc/PID/task/TID/schedstat.
+func addTaskNanos(total uint64, pid int) (uint64, error) {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
 	if err != nil {
-		return 0, err
+		return total, err
 	}
-	var total uint64
-	found := false
-	for _, pid := range pids {
-		tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	for _, path := range tasks {
+		b, err := os.ReadFile(path)
 		if err != nil {
-			return 0, err
+			continue
 		}
-		for _, path := range tasks {
-			b, err := os.ReadFile(path)
-			if err != nil {
-				continue
-			}
-			ns, err := parseSchedstat(b)
-			if err != nil {
-				return 0, fmt.Errorf("%s: %w", path, err)
-			}
-			total += ns
-			found = true
+		ns, err := parseSchedstat(b)
+		if err != nil {
+			return total, fmt.Errorf("%s: %w", path, err)
 		}
-	}
-	if !found {
-		return 0, fmt.Errorf("process %d is gone", root)
+		total += ns
 	}
 	return total, nil
 }
