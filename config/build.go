@@ -13,7 +13,7 @@ var (
 // when no problem was reported.
 func (c *checker) build(f *fileConfig) *Config {
 	cfg := newConfig()
-	c.listen("listen", f.Listen, &cfg.Listen)
+	c.listenOrUnix("listen", f.Listen, &cfg.Listen)
 	f.ShutdownTimeout.to(&cfg.ShutdownTimeout)
 	f.RevokeOnExit.to(&cfg.RevokeOnExit)
 	c.admin(f.Admin, &cfg.Admin)
@@ -22,9 +22,14 @@ func (c *checker) build(f *fileConfig) *Config {
 	cfg.Vault = c.vault(f.Vault)
 	cfg.Credentials = c.credentials(f.Credentials)
 	cfg.Certificates = c.certificates(f.Certificates)
+	cfg.Callers = c.callers(f.Callers)
+	f.AllowAnonymous.to(&cfg.AllowAnonymous)
+	cfg.AllowedHosts = c.allowedHosts(f.AllowedHosts)
+	cfg.AllowedOrigins = c.allowedOrigins(f.AllowedOrigins)
 	cfg.Routes = c.routes(f.Routes, cfg)
 	cfg.TLS = c.tls(f.TLS)
 	cfg.ForwardProxy = c.forwardProxy(f.ForwardProxy)
+	c.reachable(f, cfg)
 	c.claimDefaults(f, cfg)
 	c.vaultNeeded(cfg)
 	return cfg
@@ -83,6 +88,7 @@ func (c *checker) tls(f *fileTLS) *TLS {
 	t := &TLS{}
 	c.require(&f.meta, "tls", "listen", "acme")
 	c.listen("tls.listen", f.Listen, &t.Listen)
+	t.ClientCA = c.ref("tls.client_ca", f.ClientCA)
 	t.ACME = c.acme(f.ACME)
 	return t
 }

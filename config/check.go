@@ -166,6 +166,29 @@ func (c *checker) listen(path string, s *str, dst *string) {
 	c.claim(path, s.v, s.line)
 }
 
+// listenOrUnix is listen that also takes unix:PATH, a unix socket.
+func (c *checker) listenOrUnix(path string, s *str, dst *string) {
+	if !s.ok() || !strings.HasPrefix(s.v, UnixPrefix) {
+		c.listen(path, s, dst)
+		return
+	}
+	sock := strings.TrimPrefix(s.v, UnixPrefix)
+	switch {
+	case strings.TrimSpace(sock) == "" || strings.ContainsAny(sock, "\x00\r\n"):
+		c.add(s.line, path, "unix: needs the path of the socket")
+		return
+	case len(sock) > maxSocketPath:
+		c.add(s.line, path, "a unix socket path may have at most %d bytes", maxSocketPath)
+		return
+	}
+	*dst = s.v
+	c.claim(path, s.v, s.line)
+}
+
+// maxSocketPath is the longest socket path Linux takes (sun_path less its
+// terminating NUL).
+const maxSocketPath = 107
+
 // claim records that path listens on addr, reporting a second listener on
 // the same address at the later of the two lines. Port 0 (any free port)
 // never clashes; line 0 is a default.

@@ -34,6 +34,20 @@ type Config struct {
 	TLS *TLS
 	// ForwardProxy is nil when the forward-proxy mode is off.
 	ForwardProxy *ForwardProxy
+
+	// Callers are who may use the credentials, sorted by name; empty
+	// admits anonymous requests (on loopback, or with AllowAnonymous).
+	Callers []Caller
+	// AllowAnonymous admits requests that name no caller, also on a
+	// listener reachable from the network.
+	AllowAnonymous bool
+	// AllowedHosts are Host values accepted besides loopback names, the
+	// listener's own address, route hosts and ACME domains: exact host
+	// names (lower case, no port) or "*.suffix" patterns.
+	AllowedHosts []string
+	// AllowedOrigins are browser origins admitted ("https://app.example.com",
+	// lower case, default port left out).
+	AllowedOrigins []string
 }
 
 // Admin is the admin API listener.
@@ -159,6 +173,8 @@ type Route struct {
 	Inject      *Inject // nil: nothing injected
 	Timeout     time.Duration
 	UpstreamTLS *UpstreamTLS
+	// Callers, when set, are the only callers admitted to the route.
+	Callers []string
 }
 
 // Inject says which credential a route injects and in which form.
@@ -171,6 +187,9 @@ type Inject struct {
 	Username   string // basic: the user name (else the secret's "username" field)
 	Region     string // aws-sigv4
 	Service    string // aws-sigv4
+	// ByCaller maps a caller's name to the credential injected for its
+	// requests instead of Credential, in the same form.
+	ByCaller map[string]string
 }
 
 // UpstreamTLS configures TLS towards a route's upstream.
@@ -196,7 +215,9 @@ type Certificate struct {
 // TLS is the inbound TLS listener.
 type TLS struct {
 	Listen string
-	ACME   *ACME
+	// ClientCA, when set, verifies client certificates (callers by cert).
+	ClientCA *Ref
+	ACME     *ACME
 }
 
 // ACME configures certificate issuance for the inbound listener.
@@ -218,6 +239,80 @@ type ForwardProxy struct {
 	CACertOut      string
 	AllowTunnel    []string
 }
+
+// Caller kinds: how a caller proves who it is.
+const (
+	CallerToken = "token"
+	CallerCert  = "cert"
+	CallerUID   = "uid"
+)
+
+// Caller is one identity that may use sidekey's credentials. Exactly one of
+// Token, Cert and UID is set.
+type Caller struct {
+	Name string
+	Line int
+	// Token is the caller token, a secret that follows its source.
+	Token *Ref
+	// Cert matches a verified client certificate on the TLS listener.
+	Cert *CertMatch
+	// UID matches the peer's user ID on a unix-socket listener; -1 unset.
+	UID int
+}
+
+// Kind is CallerToken, CallerCert or CallerUID.
+func (c Caller) Kind() string {
+	switch {
+	case c.Token != nil:
+		return CallerToken
+	case c.Cert != nil:
+		return CallerCert
+	}
+	return CallerUID
+}
+
+// CertMatch names a client certificate by one of its names: a URI SAN (a
+// SPIFFE ID), a DNS SAN or the subject's common name.
+type CertMatch struct {
+	URI string
+	DNS string
+	CN  string
+}
+
+// CallerCredentialPrefix starts the name of the credential that holds a
+// caller's token (see CallerCredential). No configured credential name
+// can contain its ':'.
+const CallerCredentialPrefix = "caller:"
+
+// CallerCredential is the credential that holds a token caller's token,
+// named CallerCredentialPrefix + the caller's name, so that it is fetched,
+// followed and redacted like every other credential.
+func (c Caller) CallerCredential() Credential {
+	cr := newCredential(CallerCredentialPrefix+c.Name, "", c.Line)
+	switch c.Token.Kind {
+	case RefEnv:
+		cr.Source, cr.EnvName = SourceEnv, c.Token.Name
+	case RefFile:
+		cr.Source, cr.Path = SourceFile, c.Token.Name
+	case RefVault:
+		cr.Source, cr.Path, cr.Field, cr.Refresh = SourceVaultKV, c.Token.Name, c.Token.Field, DefaultVaultKVRefresh
+	}
+	return cr
+}
+
+// CallerCredentials lists the credentials of the token callers.
+func (c *Config) CallerCredentials() []Credential {
+	var out []Credential
+	for _, cl := range c.Callers {
+		if cl.Token != nil {
+			out = append(out, cl.CallerCredential())
+		}
+	}
+	return out
+}
+
+// UnixPrefix starts a listen address that is a unix socket path.
+const UnixPrefix = "unix:"
 
 // RefKind is the kind of a secret reference.
 type RefKind string

@@ -27,6 +27,10 @@ type fileConfig struct {
 	Certificates    map[string]*fileCertificate `yaml:"certificates"`
 	TLS             *fileTLS                    `yaml:"tls"`
 	ForwardProxy    *fileForwardProxy           `yaml:"forward_proxy"`
+	Callers         map[string]*fileCaller      `yaml:"callers"`
+	AllowAnonymous  *flag                       `yaml:"allow_anonymous"`
+	AllowedHosts    []*str                      `yaml:"allowed_hosts"`
+	AllowedOrigins  []*str                      `yaml:"allowed_origins"`
 }
 
 type fileAdmin struct {
@@ -104,6 +108,7 @@ type fileRoute struct {
 	Inject      *fileInject      `yaml:"inject"`
 	Timeout     *dur             `yaml:"timeout"`
 	UpstreamTLS *fileUpstreamTLS `yaml:"upstream_tls"`
+	Callers     []*str           `yaml:"callers"`
 }
 
 type fileMatch struct {
@@ -122,6 +127,8 @@ type fileInject struct {
 	Username   *str `yaml:"username"`
 	Region     *str `yaml:"region"`
 	Service    *str `yaml:"service"`
+	// ByCaller maps a caller to the credential injected for it.
+	ByCaller map[string]*str `yaml:"by_caller"`
 }
 
 type fileUpstreamTLS struct {
@@ -143,8 +150,9 @@ type fileCertificate struct {
 
 type fileTLS struct {
 	meta
-	Listen *str      `yaml:"listen"`
-	ACME   *fileACME `yaml:"acme"`
+	Listen   *str      `yaml:"listen"`
+	ClientCA *str      `yaml:"client_ca"` // a reference
+	ACME     *fileACME `yaml:"acme"`
 }
 
 type fileACME struct {
@@ -165,6 +173,20 @@ type fileForwardProxy struct {
 	InterceptHosts []*str `yaml:"intercept_hosts"`
 	CACertOut      *str   `yaml:"ca_cert_out"`
 	AllowTunnel    []*str `yaml:"allow_tunnel"`
+}
+
+type fileCaller struct {
+	meta
+	Token *str            `yaml:"token"` // a reference
+	Cert  *fileCallerCert `yaml:"cert"`
+	UID   *num            `yaml:"uid"`
+}
+
+type fileCallerCert struct {
+	meta
+	URI *str `yaml:"uri"`
+	DNS *str `yaml:"dns"`
+	CN  *str `yaml:"cn"`
 }
 
 // meta records where a mapping was written and which keys it holds.
@@ -193,6 +215,7 @@ type (
 	str  = value[string]
 	dur  = value[time.Duration]
 	flag = value[bool]
+	num  = value[int]
 	data = value[map[string]any]
 )
 
@@ -229,6 +252,8 @@ func decodeLeaf(n *yaml.Node, dst any) string {
 		return decodeBool(n, p)
 	case *time.Duration:
 		return decodeDuration(n, p)
+	case *int:
+		return decodeInt(n, p)
 	}
 	return ""
 }
@@ -239,6 +264,15 @@ func decodeBool(n *yaml.Node, p *bool) string {
 		return "expected true or false"
 	}
 	*p = b
+	return ""
+}
+
+func decodeInt(n *yaml.Node, p *int) string {
+	i, err := strconv.Atoi(n.Value)
+	if n.ShortTag() != "!!int" || err != nil {
+		return "expected a whole number"
+	}
+	*p = i
 	return ""
 }
 

@@ -70,12 +70,22 @@ func TestLoadSpecSample(t *testing.T) {
 			Directory: DefaultACMEDirectory, Challenge: "tls-alpn-01", Storage: "memory"}},
 		{"forward proxy", *cfg.ForwardProxy, ForwardProxy{Listen: "127.0.0.1:3128",
 			InterceptHosts: []string{"api.github.com"}, CACertOut: "./sidekey-ca.pem"}},
+		{"callers", callerSummary(cfg.Callers), []string{"ci-runner token", "laptop-user uid", "payments-app cert"}},
+		{"warnings", len(cfg.Warnings()), 2}, // the cert and uid callers: no client_ca, no unix listen
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {
 			t.Errorf("%s = %+v, want %+v", c.name, c.got, c.want)
 		}
 	}
+}
+
+func callerSummary(cs []Caller) []string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.Name+" "+c.Kind())
+	}
+	return out
 }
 
 func credentialNames(cfg *Config) []string {
@@ -104,7 +114,7 @@ routes:
     upstream: https://api.example
     inject: {credential: kv}
 tls:
-  listen: :8443
+  listen: 127.0.0.1:8443
   acme: {domains: [gw.example]}
 `)
 	want := Config{
@@ -123,7 +133,8 @@ tls:
 				Refresh: 10 * time.Minute, Timeout: 10 * time.Second, RefreshBefore: RefreshBefore{Fraction: 0.33}},
 		},
 		Certificates: []Certificate{},
-		TLS: &TLS{Listen: ":8443", ACME: &ACME{Domains: []string{"gw.example"},
+		Callers:      []Caller{},
+		TLS: &TLS{Listen: "127.0.0.1:8443", ACME: &ACME{Domains: []string{"gw.example"},
 			Directory: "https://acme-v02.api.letsencrypt.org/directory", Challenge: "tls-alpn-01", Storage: "memory"}},
 	}
 	route := cfg.Routes[0]
@@ -139,6 +150,7 @@ tls:
 
 func TestParseOverridesDefaults(t *testing.T) {
 	cfg := mustParse(t, `listen: 0.0.0.0:9000
+allow_anonymous: true
 shutdown_timeout: 1m
 revoke_on_exit: false
 log: {level: debug, format: text, requests: false}
@@ -199,7 +211,7 @@ func TestLoadReadsStdin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.WriteString("listen: :9999\nlisen: x\n")
+	f.WriteString("listen: 127.0.0.1:9999\nlisen: x\n")
 	f.Seek(0, 0)
 	old := os.Stdin
 	os.Stdin = f
@@ -210,11 +222,11 @@ func TestLoadReadsStdin(t *testing.T) {
 	}
 	f.Seek(0, 0)
 	f.Truncate(0)
-	f.WriteString("listen: :9999\n")
+	f.WriteString("listen: 127.0.0.1:9999\n")
 	f.Seek(0, 0)
 	cfg, err := Load("-")
-	if err != nil || cfg.File != "-" || cfg.Listen != ":9999" {
-		t.Errorf("Load(-) = %+v, %v; want File - and listen :9999", cfg, err)
+	if err != nil || cfg.File != "-" || cfg.Listen != "127.0.0.1:9999" {
+		t.Errorf("Load(-) = %+v, %v; want File - and listen 127.0.0.1:9999", cfg, err)
 	}
 }
 
@@ -239,5 +251,20 @@ func TestLoadEveryKey(t *testing.T) {
 		cfg.Certificates[0].CertFile != "/etc/sidekey/client.pem" || cfg.TLS.ACME.HTTPListen != ":18081" ||
 		cfg.Routes[1].Host != "api.keyed.example" || cfg.ForwardProxy.AllowTunnel[1] != "files.pythonhosted.org" {
 		t.Errorf("config = %+v", cfg)
+	}
+	wantCallers := []Caller{
+		{Name: "ci-runner", Line: 129, Token: &Ref{Kind: RefFile, Name: "/run/sidekey/ci-token"}, UID: -1},
+		{Name: "laptop", Line: 133, UID: 1000},
+		{Name: "payments", Line: 131, Cert: &CertMatch{URI: "spiffe://cluster.local/ns/payments/sa/app"}, UID: -1},
+	}
+	if !reflect.DeepEqual(cfg.Callers, wantCallers) || !cfg.AllowAnonymous ||
+		!reflect.DeepEqual(cfg.AllowedHosts, []string{"gw.internal", "*.svc.cluster.local"}) ||
+		!reflect.DeepEqual(cfg.AllowedOrigins, []string{"https://app.example.com", "http://localhost:3000"}) ||
+		!reflect.DeepEqual(cfg.Routes[0].Callers, []string{"ci-runner", "payments"}) ||
+		!reflect.DeepEqual(cfg.Routes[0].Inject.ByCaller, map[string]string{"ci-runner": "ci"}) ||
+		*cfg.TLS.ClientCA != (Ref{Kind: RefFile, Name: "/etc/sidekey/clients-ca.pem"}) {
+		t.Errorf("callers = %+v, anonymous %v, hosts %q, origins %q, route callers %q, by_caller %v, client_ca %v",
+			cfg.Callers, cfg.AllowAnonymous, cfg.AllowedHosts, cfg.AllowedOrigins, cfg.Routes[0].Callers,
+			cfg.Routes[0].Inject.ByCaller, cfg.TLS.ClientCA)
 	}
 }

@@ -61,7 +61,7 @@ func TestLiteralSecretsRefused(t *testing.T) {
 		{"client secret", "credentials:\n  o:\n    source: oauth2\n    token_url: https://a.example/t\n    client_id: me\n    client_secret: %s\n",
 			"credentials.o.client_secret", 6},
 		{"upstream ca", routePrelude + "    upstream_tls:\n      ca: %s\n", "routes[0].upstream_tls.ca", 8},
-		{"acme ca roots", "tls:\n  listen: :8443\n  acme:\n    domains: [a.example]\n    ca_roots: %s\n", "tls.acme.ca_roots", 5},
+		{"acme ca roots", "tls:\n  listen: 127.0.0.1:8443\n  acme:\n    domains: [a.example]\n    ca_roots: %s\n", "tls.acme.ca_roots", 5},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

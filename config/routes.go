@@ -73,7 +73,8 @@ func (c *checker) route(path string, f *fileRoute, cfg *Config) Route {
 		c.add(f.StripPrefix.line, path+".strip_prefix", "needs match.path_prefix")
 	}
 	c.positive(path+".timeout", f.Timeout, &r.Timeout)
-	r.Inject = c.inject(path+".inject", f.Inject, cfg)
+	r.Callers = c.routeCallers(path+".callers", f.keys["callers"], f.Callers, cfg)
+	r.Inject = c.inject(path+".inject", f.Inject, cfg, r.Callers)
 	r.UpstreamTLS = c.upstreamTLS(path+".upstream_tls", f.UpstreamTLS, cfg)
 	if r.UpstreamTLS != nil && r.Upstream != nil && r.Upstream.Scheme != "https" {
 		c.add(f.UpstreamTLS.line, path+".upstream_tls", "needs an https upstream")
@@ -106,7 +107,7 @@ func (c *checker) match(path string, f *fileMatch, r *Route) {
 	f.PathPrefix.to(&r.PathPrefix)
 }
 
-func (c *checker) inject(path string, f *fileInject, cfg *Config) *Inject {
+func (c *checker) inject(path string, f *fileInject, cfg *Config, callers []string) *Inject {
 	if f == nil {
 		return nil
 	}
@@ -118,8 +119,9 @@ func (c *checker) inject(path string, f *fileInject, cfg *Config) *Inject {
 		}
 	}
 	if c.oneOf(path+".as", f.As, &in.As, injectForms) {
-		c.checkKeys(&f.meta, path, "as: "+in.As, injectKeys[in.As], "credential", "as")
+		c.checkKeys(&f.meta, path, "as: "+in.As, injectKeys[in.As], "credential", "as", "by_caller")
 	}
+	in.ByCaller = c.byCaller(path+".by_caller", f.ByCaller, cfg, callers)
 	c.headerName(path+".header", f.Header, &in.Header)
 	c.format(path+".format", f.Format, &in.Format)
 	c.nonEmpty(path+".param", f.Param, &in.Param)

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -37,11 +38,11 @@ func TestParseReportsProblemAtItsLine(t *testing.T) {
 		want []string
 	}{
 		// The file as a whole.
-		{"syntax error", "listen: :8080\nlog:\n  level: info\n  format: a: b\n", []string{
+		{"syntax error", "listen: 127.0.0.1:8080\nlog:\n  level: info\n  format: a: b\n", []string{
 			"bad.yaml:4: invalid YAML: mapping values are not allowed in this context"}},
 		{"tab indent", "log:\n\tlevel: info\n", []string{
 			"bad.yaml:2: invalid YAML: found character that cannot start any token"}},
-		{"two documents", "listen: :1\n---\nlisten: :2\n", []string{
+		{"two documents", "listen: 127.0.0.1:1\n---\nlisten: 127.0.0.1:2\n", []string{
 			"bad.yaml:2: only one YAML document is allowed"}},
 		{"not a mapping", "- a\n- b\n", []string{
 			"bad.yaml:1: expected a mapping"}},
@@ -51,7 +52,7 @@ func TestParseReportsProblemAtItsLine(t *testing.T) {
 			`bad.yaml:3: log: duplicate key "level" (first at line 2)`}},
 
 		// Types.
-		{"duration", "listen: :8080\nshutdown_timeout: 15\n", []string{
+		{"duration", "listen: 127.0.0.1:8080\nshutdown_timeout: 15\n", []string{
 			`bad.yaml:2: shutdown_timeout: "15" is not a duration (e.g. 30s, 5m, 1h)`}},
 		{"negative duration", "shutdown_timeout: -1s\n", []string{
 			"bad.yaml:1: shutdown_timeout: must not be negative"}},
@@ -70,7 +71,7 @@ func TestParseReportsProblemAtItsLine(t *testing.T) {
 			`bad.yaml:1: listen: "localhost" is not a listen address: want host:port, e.g. 127.0.0.1:8080 or :8443`}},
 		{"listen bad port", "admin:\n  listen: 127.0.0.1:http99\n", []string{
 			`bad.yaml:2: admin.listen: "127.0.0.1:http99" is not a listen address: the port must be a number from 0 to 65535`}},
-		{"listeners clash", "listen: :9000\nadmin:\n  listen: :9000\n", []string{
+		{"listeners clash", "listen: 127.0.0.1:9000\nadmin:\n  listen: 127.0.0.1:9000\n", []string{
 			"bad.yaml:3: admin.listen: listens on the same address as listen"}},
 		{"listener clashes with a default", "admin:\n  listen: 127.0.0.1:8080\n", []string{
 			"bad.yaml:2: admin.listen: listens on the same address as listen"}},
@@ -185,21 +186,21 @@ func TestParseReportsProblemAtItsLine(t *testing.T) {
 			"bad.yaml:5: certificates.c: path is not used by source file"}},
 
 		// Inbound TLS.
-		{"tls needs acme", "tls:\n  listen: :8443\n", []string{
+		{"tls needs acme", "tls:\n  listen: 127.0.0.1:8443\n", []string{
 			"bad.yaml:1: tls: acme is required"}},
-		{"acme domains empty", "tls:\n  listen: :8443\n  acme:\n    domains: []\n", []string{
+		{"acme domains empty", "tls:\n  listen: 127.0.0.1:8443\n  acme:\n    domains: []\n", []string{
 			"bad.yaml:4: tls.acme.domains: must not be empty"}},
-		{"acme challenge", "tls:\n  listen: :8443\n  acme:\n    domains: [a.example]\n    challenge: dns-01\n", []string{
+		{"acme challenge", "tls:\n  listen: 127.0.0.1:8443\n  acme:\n    domains: [a.example]\n    challenge: dns-01\n", []string{
 			`bad.yaml:5: tls.acme.challenge: "dns-01" is not one of tls-alpn-01, http-01`}},
-		{"acme http-01 needs http_listen", "tls:\n  listen: :8443\n  acme:\n    domains: [a.example]\n    challenge: http-01\n", []string{
+		{"acme http-01 needs http_listen", "tls:\n  listen: 127.0.0.1:8443\n  acme:\n    domains: [a.example]\n    challenge: http-01\n", []string{
 			"bad.yaml:3: tls.acme: http_listen is required for challenge http-01"}},
-		{"acme http_listen unused", "tls:\n  listen: :8443\n  acme:\n    domains: [a.example]\n    http_listen: :80\n", []string{
+		{"acme http_listen unused", "tls:\n  listen: 127.0.0.1:8443\n  acme:\n    domains: [a.example]\n    http_listen: 127.0.0.1:80\n", []string{
 			"bad.yaml:5: tls.acme: http_listen is only used by challenge http-01"}},
-		{"acme storage", "tls:\n  listen: :8443\n  acme:\n    domains: [a.example]\n    storage: disk\n", []string{
+		{"acme storage", "tls:\n  listen: 127.0.0.1:8443\n  acme:\n    domains: [a.example]\n    storage: disk\n", []string{
 			"bad.yaml:5: tls.acme.storage: must be memory or vault:PATH"}},
-		{"acme vault storage needs vault", "tls:\n  listen: :8443\n  acme:\n    domains: [a.example]\n    storage: vault:secret/data/acme\n", []string{
+		{"acme vault storage needs vault", "tls:\n  listen: 127.0.0.1:8443\n  acme:\n    domains: [a.example]\n    storage: vault:secret/data/acme\n", []string{
 			"bad.yaml:5: tls.acme.storage: storage vault: needs a vault section"}},
-		{"acme wildcard", "tls:\n  listen: :8443\n  acme:\n    domains: [a.example, \"*.a.example\"]\n", []string{
+		{"acme wildcard", "tls:\n  listen: 127.0.0.1:8443\n  acme:\n    domains: [a.example, \"*.a.example\"]\n", []string{
 			"bad.yaml:4: tls.acme.domains[1]: wildcard names are not supported"}},
 
 		// Vault.
@@ -221,6 +222,50 @@ func TestParseReportsProblemAtItsLine(t *testing.T) {
 		{"vault reference needs vault", "admin:\n  token: vault:secret/data/admin#token\n", []string{
 			"bad.yaml:2: admin.token: a vault: reference needs a vault section"}},
 
+		// Callers.
+		{"reachable listen needs callers", "credentials:\n  t: {source: env, name: T}\nlisten: 0.0.0.0:8080\n", []string{
+			`bad.yaml:3: listen: "0.0.0.0:8080" is reachable from the network: define callers (who may use the credentials), ` +
+				"listen on loopback or a unix socket, or set allow_anonymous: true"}},
+		{"reachable tls listen needs callers", "tls:\n  listen: :8443\n  acme: {domains: [a.example]}\n", []string{
+			`bad.yaml:2: tls.listen: ":8443" is reachable from the network: define callers (who may use the credentials), ` +
+				"listen on loopback or a unix socket, or set allow_anonymous: true"}},
+		{"unix listen without a path", "listen: \"unix:\"\n", []string{
+			"bad.yaml:1: listen: unix: needs the path of the socket"}},
+		{"caller kinds", "callers:\n  a: {}\n  b: {token: env:B, uid: 5}\n  c: {uid: -1}\n  d: {token: hunter2}\n", []string{
+			"bad.yaml:2: callers.a: needs exactly one of token, cert and uid",
+			"bad.yaml:3: callers.b: needs exactly one of token, cert and uid",
+			"bad.yaml:4: callers.c.uid: -1 is not a user ID",
+			"bad.yaml:5: callers.d.token: a literal secret is not allowed; use env:NAME, file:PATH or vault:PATH#FIELD"}},
+		{"caller uid type", "callers:\n  a: {uid: me}\n", []string{
+			"bad.yaml:2: callers.a.uid: expected a whole number"}},
+		{"caller cert", "callers:\n  a:\n    cert: {uri: \"no scheme\", cn: x}\n  b:\n    cert: {dns: \"a b\"}\n", []string{
+			`bad.yaml:3: callers.a.cert.uri: "no scheme" is not a URI (e.g. spiffe://cluster.local/ns/app/sa/app)`,
+			"bad.yaml:3: callers.a.cert: needs exactly one of uri, dns and cn",
+			`bad.yaml:5: callers.b.cert.dns: "a b" is not a host name`}},
+		{"callers twice", "callers:\n  a: {uid: 7}\n  b: {uid: 7}\n  c: {cert: {cn: x}}\n  d: {cert: {cn: x}}\n", []string{
+			"bad.yaml:3: callers.b.uid: the same uid as caller a",
+			"bad.yaml:5: callers.d.cert: the same certificate as caller c"}},
+		{"route callers", "callers:\n  a: {token: env:A}\nroutes:\n  - name: r\n    match: {path_prefix: /r/}\n" +
+			"    upstream: http://127.0.0.1:9\n    callers: [a, b, a]\n  - name: s\n    match: {path_prefix: /s/}\n" +
+			"    upstream: http://127.0.0.1:9\n    callers: []\n", []string{
+			`bad.yaml:7: routes[0].callers[1]: no caller is named "b"`,
+			`bad.yaml:7: routes[0].callers[2]: "a" is listed twice`,
+			"bad.yaml:11: routes[1].callers: must not be empty; leave it out to admit every caller"}},
+		{"by_caller", "callers:\n  a: {token: env:A}\n  b: {token: env:B}\ncredentials:\n  t: {source: env, name: T}\n" +
+			"routes:\n  - name: r\n    match: {path_prefix: /r/}\n    upstream: http://127.0.0.1:9\n    callers: [a]\n" +
+			"    inject:\n      credential: t\n      by_caller: {a: nope, b: t, c: t}\n", []string{
+			`bad.yaml:13: routes[0].inject.by_caller.a: no credential is named "nope"`,
+			`bad.yaml:13: routes[0].inject.by_caller.b: caller "b" is not among the route's callers`,
+			`bad.yaml:13: routes[0].inject.by_caller.c: no caller is named "c"`}},
+		{"allowed hosts and origins", "allowed_hosts: [gw.example, \"*.svc\", \"a b\"]\n" +
+			"allowed_origins: [\"https://app.example\", \"app.example\", \"https://a.example/path\", \"ftp://a.example\"]\n", []string{
+			`bad.yaml:1: allowed_hosts[2]: "a b" is not a host name or *.suffix pattern`,
+			`bad.yaml:2: allowed_origins[1]: "app.example" is not an origin (scheme://host[:port], e.g. https://app.example.com)`,
+			`bad.yaml:2: allowed_origins[2]: "https://a.example/path" is not an origin (scheme://host[:port], e.g. https://app.example.com)`,
+			`bad.yaml:2: allowed_origins[3]: "ftp://a.example" is not an origin (scheme://host[:port], e.g. https://app.example.com)`}},
+		{"client_ca is a reference", "tls:\n  listen: 127.0.0.1:8443\n  client_ca: /etc/ca.pem\n  acme: {domains: [a.example]}\n", []string{
+			"bad.yaml:3: tls.client_ca: a literal secret is not allowed; use env:NAME, file:PATH or vault:PATH#FIELD"}},
+
 		// Forward proxy.
 		{"forward proxy", "forward_proxy:\n  intercept_hosts: [api.example, \"a b\"]\n", []string{
 			"bad.yaml:1: forward_proxy: listen is required",
@@ -233,6 +278,52 @@ func TestParseReportsProblemAtItsLine(t *testing.T) {
 				t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
 			}
 		})
+	}
+}
+
+// Listeners that the network cannot reach, or that callers guard, are
+// accepted without callers or with them.
+func TestListenersAccepted(t *testing.T) {
+	for _, src := range []string{
+		"listen: 0.0.0.0:8080\nallow_anonymous: true\n",
+		"listen: 10.0.0.5:8080\ncallers:\n  a: {token: env:A}\n",
+		"listen: localhost:8080\ntls:\n  listen: \"[::1]:8443\"\n  acme: {domains: [a.example]}\n",
+		"listen: 127.0.0.2:8080\n",
+		"listen: unix:/run/sidekey.sock\ncallers:\n  me: {uid: 1000}\n",
+	} {
+		cfg, err := Parse("ok.yaml", []byte(src))
+		if err != nil {
+			t.Errorf("%q: %v", src, err)
+			continue
+		}
+		if w := cfg.Warnings(); len(w) > 0 {
+			t.Errorf("%q: warnings %q", src, w)
+		}
+	}
+}
+
+func TestReachable(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:80": false, "127.9.9.9:80": false, "[::1]:80": false, "localhost:80": false, "LOCALHOST:80": false,
+		"unix:/tmp/s": false, ":80": true, "0.0.0.0:80": true, "[::]:80": true, "10.0.0.1:80": true, "gw.example:80": true,
+	} {
+		if got := Reachable(addr); got != want {
+			t.Errorf("Reachable(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}
+
+func TestCallerWarnings(t *testing.T) {
+	cfg := mustParse(t, "callers:\n  a: {cert: {cn: x}}\n  b: {uid: 3}\n  c: {token: env:C}\n")
+	want := []string{
+		"test.yaml:2: callers.a: a cert caller is never identified without tls.client_ca",
+		"test.yaml:3: callers.b: a uid caller is never identified without a unix-socket listen (listen: unix:PATH)",
+	}
+	if got := cfg.Warnings(); !reflect.DeepEqual(got, want) {
+		t.Errorf("warnings = %q, want %q", got, want)
+	}
+	if got := cfg.CallerCredentials(); len(got) != 1 || got[0].Name != "caller:c" || got[0].Source != SourceEnv || got[0].EnvName != "C" {
+		t.Errorf("caller credentials = %+v", got)
 	}
 }
 
