@@ -132,6 +132,7 @@ type Metrics struct {
 
 	mu           sync.Mutex
 	routes       map[string]*RouteMetrics
+	counters     map[familyKey]*Counter
 	rotationOpts map[rotationKey]metric.AddOption
 
 	shutdownOnce sync.Once
@@ -182,6 +183,7 @@ func NewMetrics(opts MetricsOptions) (*Metrics, error) {
 		handler:  promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		now:      opts.Now,
 		routes:   map[string]*RouteMetrics{},
+		counters: map[familyKey]*Counter{},
 
 		rotationOpts: map[rotationKey]metric.AddOption{},
 	}
@@ -526,11 +528,11 @@ func (p *producer) Produce(context.Context) ([]metricdata.ScopeMetrics, error) {
 	}
 	return []metricdata.ScopeMetrics{{
 		Scope: instrumentation.Scope{Name: instrumentationName},
-		Metrics: []metricdata.Metrics{
+		Metrics: append([]metricdata.Metrics{
 			{Name: nameRequests, Unit: unitRequests, Description: "Requests answered, by route and status code.", Data: requests},
 			{Name: nameRequestDuration, Unit: unitSeconds, Description: "Time from request received to response written, by route.", Data: duration},
 			{Name: nameUpstream, Unit: unitSeconds, Description: "Time spent in the upstream call, by route.", Data: upstream},
-		},
+		}, m.counterMetrics(now)...),
 	}}, nil
 }
 

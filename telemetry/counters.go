@@ -1,0 +1,92 @@
+package telemetry
+
+import (
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+)
+
+// Counter is one series of a labelled counter family: an atomic count,
+// read only when a reader collects. Inc and Add take no lock and allocate
+// nothing.
+type Counter struct {
+	attrs attribute.Set
+	n     atomic.Uint64
+}
+
+// Inc adds one.
+func (c *Counter) Inc() { c.n.Add(1) }
+
+// Add adds n.
+func (c *Counter) Add(n uint64) { c.n.Add(n) }
+
+// Value is the count so far.
+func (c *Counter) Value() uint64 { return c.n.Load() }
+
+// family is a counter with one label, each of whose series exists, at 0,
+// from the moment it is first asked for.
+type family struct {
+	name, unit, desc string
+	label            attribute.Key
+}
+
+// The labelled counter families. Their names become the Prometheus names
+// as the other instruments' do (see the instrument names in metrics.go).
+var (
+	familyCallersRefused = family{"sidekey.callers.refused", unitRequests,
+		"Requests refused before any credential was used, by reason (host_not_allowed, cross_origin_refused, caller_unauthenticated, caller_not_allowed).",
+		attribute.Key("reason")}
+	families = []family{familyCallersRefused}
+)
+
+// CallersRefused returns the series of sidekey_callers_refused_total for
+// reason, creating it at 0. Call it when the proxy is built, not per
+// request; later calls with the same reason return the same Counter.
+func (m *Metrics) CallersRefused(reason string) *Counter {
+	return m.counter(familyCallersRefused, reason)
+}
+
+func (m *Metrics) counter(f family, value string) *Counter {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	key := familyKey{f.name, value}
+	if c, ok := m.counters[key]; ok {
+		return c
+	}
+	c := &Counter{attrs: attribute.NewSet(f.label.String(value))}
+	m.counters[key] = c
+	return c
+}
+
+type familyKey struct{ family, value string }
+
+// counterMetrics is every family's data, cumulative since start-up, its
+// series sorted by label value.
+func (m *Metrics) counterMetrics(now time.Time) []metricdata.Metrics {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	byFamily := map[string][]familyKey{}
+	for k := range m.counters {
+		byFamily[k.family] = append(byFamily[k.family], k)
+	}
+	var out []metricdata.Metrics
+	for _, f := range families {
+		keys := byFamily[f.name]
+		if len(keys) == 0 {
+			continue
+		}
+		slices.SortFunc(keys, func(a, b familyKey) int { return strings.Compare(a.value, b.value) })
+		sum := metricdata.Sum[int64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: true}
+		for _, k := range keys {
+			c := m.counters[k]
+			sum.DataPoints = append(sum.DataPoints, metricdata.DataPoint[int64]{
+				Attributes: c.attrs, StartTime: m.start, Time: now, Value: int64(c.n.Load())})
+		}
+		out = append(out, metricdata.Metrics{Name: f.name, Unit: f.unit, Description: f.desc, Data: sum})
+	}
+	return out
+}
