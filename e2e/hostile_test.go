@@ -93,7 +93,7 @@ func TestHostileInput(t *testing.T) {
 
 	t.Run("oversized request header", func(t *testing.T) {
 		big := strings.Repeat("a", 64<<10)
-		refused(t, "GET /ok/big HTTP/1.1\r\nHost: x\r\nX-Big: "+big+"\r\n\r\n",
+		refused(t, "GET /ok/big HTTP/1.1\r\nHost: localhost\r\nX-Big: "+big+"\r\n\r\n",
 			http.StatusRequestHeaderFieldsTooLarge, http.StatusBadRequest)
 		healthy(t)
 	})
@@ -102,10 +102,10 @@ func TestHostileInput(t *testing.T) {
 		before := up.count()
 		hidden := "0\r\n\r\n" +
 			"GET /ok/smuggled HTTP/1.1\r\n" +
-			"Host: x\r\n" +
+			"Host: localhost\r\n" +
 			"\r\n"
 		smuggle := "POST /ok/front HTTP/1.1\r\n" +
-			"Host: x\r\n" +
+			"Host: localhost\r\n" +
 			"Content-Length: " + strconv.Itoa(len(hidden)) + "\r\n" +
 			"Transfer-Encoding: chunked\r\n" +
 			"\r\n" + hidden
@@ -121,7 +121,7 @@ func TestHostileInput(t *testing.T) {
 		// Anything the proxy parsed from this connection is handled before
 		// a further request on it, so the upstream record is complete once
 		// that one is answered (or the connection is closed).
-		if r.send("GET /ok/after HTTP/1.1\r\nHost: x\r\n\r\n") == nil {
+		if r.send("GET /ok/after HTTP/1.1\r\nHost: localhost\r\n\r\n") == nil {
 			for range 3 {
 				_, body, err := r.response()
 				if err != nil || string(body) == "ok /after" {
@@ -141,7 +141,7 @@ func TestHostileInput(t *testing.T) {
 	})
 
 	t.Run("two different Content-Length headers", func(t *testing.T) {
-		refused(t, "POST /ok/dup HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde",
+		refused(t, "POST /ok/dup HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde",
 			http.StatusBadRequest)
 		healthy(t)
 	})

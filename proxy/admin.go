@@ -38,6 +38,8 @@ type Admin struct {
 	Metrics http.Handler
 	// Certificates lists the certificates for /v1/certificates; nil: none.
 	Certificates func() any
+	// Callers lists the callers' use for /v1/callers; nil: none.
+	Callers func() []CallerInfo
 	// CertificateProblems names certificates that keep the proxy unready.
 	CertificateProblems func() []NotReady
 	// Scrub removes live secret values from a body; nil leaves it as is.
@@ -106,6 +108,8 @@ func (a *Admin) handle(ctx *fasthttp.RequestCtx) {
 		a.get(ctx, func() { a.metrics(ctx) })
 	case path == "/v1/certificates":
 		a.get(ctx, func() { a.writeJSON(ctx, fasthttp.StatusOK, a.certificates()) })
+	case path == "/v1/callers":
+		a.get(ctx, func() { a.writeJSON(ctx, fasthttp.StatusOK, a.callers()) })
 	case strings.HasPrefix(path, "/v1/credentials/") && strings.HasSuffix(path, "/rotate"):
 		a.rotate(ctx, strings.TrimSuffix(strings.TrimPrefix(path, "/v1/credentials/"), "/rotate"))
 	default:
@@ -129,6 +133,13 @@ type NotReady struct {
 	Certificate string `json:"certificate,omitempty"`
 	State       string `json:"state"`
 	LastError   string `json:"last_error,omitempty"`
+}
+
+func (a *Admin) callers() []CallerInfo {
+	if a.Callers == nil {
+		return []CallerInfo{}
+	}
+	return a.Callers()
 }
 
 func (a *Admin) certificates() any {

@@ -41,12 +41,21 @@ func (p *Proxy) audit(ctx *fasthttp.RequestCtx, x *exchange) {
 	b = field(b, keyTraceID, rec.traceID(), text)
 	if rt := rec.route; rt != nil {
 		b = appendKey(b, rt.auditFields, text)
-		if v := rec.version; v != nil {
-			b = appendKey(b, rt.versionFields(v), text)
+		if rc := rec.cred; rc != nil {
+			b = appendKey(b, rc.fields, text)
+			if v := rec.version; v != nil {
+				b = appendKey(b, rc.versionFields(v), text)
+			}
+		} else {
+			b = appendKey(b, noCredential, text)
 		}
 	} else {
 		b = fieldStr(b, keyRoute, "none", text)
 	}
+	if c := rec.caller; c != nil {
+		b = appendKey(b, c.audit, text)
+	}
+	b = field(b, keyProtocol, ctx.Request.Header.Protocol(), text)
 	if text {
 		b = append(b, '\n')
 	} else {
@@ -60,10 +69,12 @@ func (p *Proxy) audit(ctx *fasthttp.RequestCtx, x *exchange) {
 func routeFields(rt *route) auditKey {
 	return inBothFormats(func(b []byte, text bool) []byte {
 		b = fieldStr(b, keyRoute, rt.name, text)
-		b = fieldStr(b, keyUpstream, rt.upstream, text)
-		return fieldStr(b, keyCredential, rt.credential, text)
+		return fieldStr(b, keyUpstream, rt.upstream, text)
 	})
 }
+
+// noCredential is the credential field of a route that injects nothing.
+var noCredential = inBothFormats(func(b []byte, text bool) []byte { return fieldStr(b, keyCredential, "", text) })
 
 // inBothFormats builds a fixed piece of the audit line in each format.
 func inBothFormats(build func(b []byte, text bool) []byte) auditKey {
@@ -78,9 +89,9 @@ type versionAudit struct {
 }
 
 // versionFields returns v's audit fields, escaped once per version and
-// route rather than per request: the route keeps those of the last version
-// it saw, rebuilt when a request holds another one.
-func (rt *route) versionFields(v *injector.Version) auditKey {
+// route credential rather than per request: it keeps those of the last
+// version it saw, rebuilt when a request holds another one.
+func (rt *routeCred) versionFields(v *injector.Version) auditKey {
 	if va := rt.versionAudit.Load(); va != nil && va.v == v {
 		return va.fields
 	}
@@ -150,6 +161,8 @@ var (
 	keyCredential  = newAuditKey("credential")
 	keyVersion     = newAuditKey("credential_version")
 	keyFingerprint = newAuditKey("fingerprint")
+	keyCaller      = newAuditKey("caller")
+	keyProtocol    = newAuditKey("protocol")
 )
 
 func appendKey(b []byte, k auditKey, text bool) []byte {

@@ -61,8 +61,11 @@ func FuzzAppendQuoted(f *testing.F) {
 // TestAuditLine: the whole line in both formats, the route's fields escaped
 // once when the route is built.
 func TestAuditLine(t *testing.T) {
-	rt := &route{name: `r"1`, upstream: "http://up.local/base", credential: "cred"}
+	rt := &route{name: `r"1`, upstream: "http://up.local/base"}
 	rt.auditFields = routeFields(rt)
+	rc, _ := newRouteCred("cred", holderMap{"cred": &injector.Holder{Name: "cred"}})
+	cl := &caller{name: "ci-runner"}
+	cl.audit = inBothFormats(func(b []byte, text bool) []byte { return fieldStr(b, keyCaller, cl.name, text) })
 	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	for _, tc := range []struct {
 		text bool
@@ -70,11 +73,13 @@ func TestAuditLine(t *testing.T) {
 	}{
 		{false, `{"level":"info","msg":"request","time":"2026-01-02T03:04:05.012Z","method":"GET","path":"/a?b=1",` +
 			`"status":200,"duration_ms":12.345,"request_id":"id-1","trace_id":"","route":"r\"1",` +
-			`"upstream":"http://up.local/base","credential":"cred"}` + "\n"},
+			`"upstream":"http://up.local/base","credential":"cred","caller":"ci-runner","protocol":"HTTP/1.1"}` + "\n"},
 		{true, `time="2026-01-02T03:04:05.012Z" level=info msg=request method="GET" path="/a?b=1" status=200 ` +
-			`duration_ms=12.345 request_id="id-1" trace_id="" route="r\"1" upstream="http://up.local/base" credential="cred"` + "\n"},
+			`duration_ms=12.345 request_id="id-1" trace_id="" route="r\"1" upstream="http://up.local/base" credential="cred" ` +
+			`caller="ci-runner" protocol="HTTP/1.1"` + "\n"},
 	} {
-		rec := record{start: start, elapsed: 12345 * time.Microsecond, route: rt, path: []byte("/a?b=1"), rid: []byte("id-1")}
+		rec := record{start: start, elapsed: 12345 * time.Microsecond, route: rt, cred: rc, caller: cl,
+			path: []byte("/a?b=1"), rid: []byte("id-1")}
 		if got := auditOnce(tc.text, rec); got != tc.want {
 			t.Errorf("text=%v:\n got %s\nwant %s", tc.text, got, tc.want)
 		}
@@ -119,10 +124,11 @@ func TestAuditLineNamesTheVersionHeld(t *testing.T) {
 	if v1.Number() == v2.Number() || v1.Fingerprint() == v2.Fingerprint() {
 		t.Fatalf("two values share a version: %d %q, %d %q", v1.Number(), v1.Fingerprint(), v2.Number(), v2.Fingerprint())
 	}
-	rt := &route{name: "r", upstream: "http://up.local", credential: "c"}
+	rt := &route{name: "r", upstream: "http://up.local"}
 	rt.auditFields = routeFields(rt)
+	rc, _ := newRouteCred("c", holderMap{"c": h})
 	for _, v := range []*injector.Version{v1, v2, v2, v1} {
-		line := auditOnce(false, record{start: time.Now(), route: rt, version: v})
+		line := auditOnce(false, record{start: time.Now(), route: rt, cred: rc, version: v})
 		var e struct {
 			Version     uint64 `json:"credential_version"`
 			Fingerprint string `json:"fingerprint"`
@@ -153,3 +159,8 @@ func TestPlainPrefix(t *testing.T) {
 		}
 	}
 }
+
+// holderMap is a Holders of fixed holders.
+type holderMap map[string]*injector.Holder
+
+func (m holderMap) Holder(name string) *injector.Holder { return m[name] }

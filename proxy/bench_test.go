@@ -20,6 +20,13 @@ import (
 // checks the token, with metrics and the audit line on, as in production.
 // dial, when not nil, replaces the in-memory upstream.
 func benchProxy(b *testing.B, dial func(string) (net.Conn, error)) (*Proxy, func()) {
+	return benchProxyWith(b, dial, nil)
+}
+
+// benchProxyWith is benchProxy with edit applied to its configuration
+// first; every credential and caller token reads "bench-token", but
+// CALLER, which reads "caller-token".
+func benchProxyWith(b *testing.B, dial func(string) (net.Conn, error), edit func(*config.Config)) (*Proxy, func()) {
 	b.Helper()
 	upLn := fasthttputil.NewInmemoryListener()
 	body := make([]byte, 64)
@@ -31,26 +38,37 @@ func benchProxy(b *testing.B, dial func(string) (net.Conn, error)) (*Proxy, func
 		ctx.SetBody(body)
 	}}
 	go func() { _ = up.Serve(upLn) }()
-	set, err := injector.NewSet([]config.Credential{{Name: "cred", Source: "env", EnvName: "T"}},
-		injector.SetOptions{NewSource: func(config.Credential) (injector.Source, error) {
-			return &injector.EnvSource{Name: "T", Lookup: func(string) (string, bool) { return "bench-token", true }}, nil
-		}})
+	u, _ := url.Parse("http://upstream.local")
+	cfg := &config.Config{Log: config.Log{Requests: true, Level: "info"},
+		Credentials: []config.Credential{{Name: "cred", Source: "env", EnvName: "T"}},
+		Routes: []config.Route{{
+			Name: "r", PathPrefix: "/api/", Upstream: u, StripPrefix: true, Timeout: 5 * time.Second,
+			Inject: &config.Inject{Credential: "cred", As: "bearer"},
+		}}}
+	if edit != nil {
+		edit(cfg)
+	}
+	set, err := injector.NewSet(cfg.Held(), injector.SetOptions{NewSource: func(c config.Credential) (injector.Source, error) {
+		return &injector.EnvSource{Name: c.EnvName, Lookup: func(name string) (string, bool) {
+			if name == "CALLER" {
+				return "caller-token", true
+			}
+			return "bench-token", true
+		}}, nil
+	}})
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := set.Holder("cred").Refresh(context.Background()); err != nil {
-		b.Fatal(err)
+	for _, name := range set.Names() {
+		if err := set.Holder(name).Refresh(context.Background()); err != nil {
+			b.Fatal(err)
+		}
 	}
 	m, err := telemetry.NewMetrics(telemetry.MetricsOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	sink := telemetry.NewLineSink(discard{}, nil, 1<<20, 100*time.Millisecond)
-	u, _ := url.Parse("http://upstream.local")
-	cfg := &config.Config{Log: config.Log{Requests: true, Level: "info"}, Routes: []config.Route{{
-		Name: "r", PathPrefix: "/api/", Upstream: u, StripPrefix: true, Timeout: 5 * time.Second,
-		Inject: &config.Inject{Credential: "cred", As: "bearer"},
-	}}}
 	if dial == nil {
 		dial = func(string) (net.Conn, error) { return upLn.Dial() }
 	}
@@ -71,6 +89,30 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 func BenchmarkHandler(b *testing.B) {
 	px, stop := benchProxy(b, nil)
 	defer stop()
+	benchHandler(b, px, "Bearer app-forged")
+}
+
+// BenchmarkHandlerCaller is BenchmarkHandler with callers configured: the
+// app names itself with a caller token in the place the route injects,
+// among three token callers, and the route admits only it.
+func BenchmarkHandlerCaller(b *testing.B) {
+	px, stop := benchProxyWith(b, nil, func(cfg *config.Config) {
+		for _, name := range []string{"a", "b", "ci"} {
+			env := "OTHER_" + name
+			if name == "ci" {
+				env = "CALLER"
+			}
+			cfg.Callers = append(cfg.Callers, config.Caller{Name: name, Token: &config.Ref{Kind: config.RefEnv, Name: env}, UID: -1})
+		}
+		cfg.Routes[0].Callers = []string{"ci"}
+	})
+	defer stop()
+	benchHandler(b, px, "Bearer caller-token")
+}
+
+// benchHandler runs px's handler on a reused RequestCtx with the given
+// Authorization.
+func benchHandler(b *testing.B, px *Proxy, auth string) {
 	var ctx fasthttp.RequestCtx
 	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5555}
 	bw := bufio.NewWriter(discard{})
@@ -81,7 +123,7 @@ func BenchmarkHandler(b *testing.B) {
 		ctx.Response.Reset()
 		ctx.Request.SetRequestURI("/api/items?x=1")
 		ctx.Request.Header.SetHost("127.0.0.1:8080")
-		ctx.Request.Header.Set("Authorization", "Bearer app-forged")
+		ctx.Request.Header.Set("Authorization", auth)
 		px.handle(&ctx)
 		if ctx.Response.StatusCode() != 200 {
 			b.Fatalf("status %d", ctx.Response.StatusCode())

@@ -26,6 +26,10 @@ type exchange struct {
 	hops   uint16 // hopMask of the app's request
 	line   []byte // audit line
 	body   []byte // the app's request body, when read whole
+	tok    []byte // a caller token decoded from Basic credentials
+	origin []byte // the app's Origin, copied
+	site   []byte // the app's Sec-Fetch-Site, copied
+	cors   bool   // the request came from an allowed origin: the answer says so
 }
 
 var exchanges = sync.Pool{New: func() any { return new(exchange) }}
@@ -43,7 +47,7 @@ func (p *Proxy) handle(ctx *fasthttp.RequestCtx) {
 	}
 	// The ID is copied to x.rid, not kept as a slice of the header: header
 	// edits reuse the memory of a deleted header's value.
-	x.hops, x.rid = scanRequest(&ctx.Request.Header, x.rid[:0])
+	scanRequest(&ctx.Request.Header, x)
 	x.ridApp = len(x.rid) > 0
 	if !x.ridApp {
 		x.rid = p.rids.append(x.rid)
@@ -79,6 +83,8 @@ type record struct {
 	elapsed  time.Duration // from start to the upstream's answer, or to the end when there was no upstream call
 	upstream time.Duration // time in the upstream call; <0: none
 	route    *route
+	caller   *caller           // nil: anonymous, or refused before identified
+	cred     *routeCred        // the credential injected for the request, if any
 	version  *injector.Version // the version the request holds; released at the end
 	path     []byte
 	rid      []byte
@@ -96,12 +102,28 @@ func (r *record) release() {
 
 func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, x *exchange, rec *record) {
 	req := &ctx.Request
+	if code := t.admitBrowser(ctx, x); code != "" {
+		p.refuse(ctx, code, nil)
+		return
+	}
+	if x.cors && isPreflight(ctx, x) {
+		answerPreflight(ctx, x)
+		return
+	}
 	rt, status, code := t.pick(req)
 	if rt == nil {
 		writeError(ctx, status, code, "")
 		return
 	}
 	rec.route = rt
+	if t.callers.enabled() {
+		c, code := p.callerOf(ctx, t, x, rt)
+		if code != "" {
+			p.refuse(ctx, code, c)
+			return
+		}
+		rec.caller = c
+	}
 	if req.IsBodyStream() {
 		if cl := req.Header.ContentLength(); cl >= 0 && cl <= bufferedBodyMax {
 			if err := x.readBody(req, cl); err != nil {
@@ -116,10 +138,10 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, x *exchange, rec *re
 			_ = ctx.SetReadDeadline(time.Time{})
 		}
 	}
-	if rt.holder != nil {
-		v, err := rt.holder.Acquire()
+	if rec.cred = rt.credFor(rec.caller); rec.cred != nil {
+		v, err := rec.cred.holder.Acquire()
 		if err != nil {
-			writeError(ctx, fasthttp.StatusServiceUnavailable, codeUnavailable, rt.credential)
+			writeError(ctx, fasthttp.StatusServiceUnavailable, codeUnavailable, rec.cred.name)
 			return
 		}
 		rec.version = v // released by handle
@@ -177,6 +199,9 @@ func (p *Proxy) exchange(ctx *fasthttp.RequestCtx, x *exchange, rt *route, rec *
 		return
 	}
 	stripResponseHops(&resp.Header)
+	if x.cors {
+		allowOrigin(&resp.Header, x.origin)
+	}
 	if resp.IsBodyStream() {
 		resp.ImmediateHeaderFlush = true
 	}

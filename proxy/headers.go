@@ -71,19 +71,37 @@ func hopMask(all iter.Seq2[[]byte, []byte]) uint16 {
 	return mask
 }
 
-// scanRequest reads an app request's headers once: its hop-by-hop mask and
-// its first X-Request-Id, which it appends to rid.
-func scanRequest(h *fasthttp.RequestHeader, rid []byte) (uint16, []byte) {
+// scanRequest reads an app request's headers once into x: their hop-by-hop
+// mask, the first X-Request-Id, Origin and Sec-Fetch-Site (copied: header
+// edits reuse the memory of a deleted header's value).
+func scanRequest(h *fasthttp.RequestHeader, x *exchange) {
 	var mask uint16
+	x.rid, x.origin, x.site = x.rid[:0], x.origin[:0], x.site[:0]
 	found := false
 	for k, v := range h.All() {
 		mask |= hopBit(k)
-		if !found && len(k) == len(headerRequestID) && k[0]|0x20 == 'x' && bytes.EqualFold(k, headerRequestIDKey) {
-			rid, found = append(rid, v...), true
+		switch len(k) {
+		case len(headerRequestID):
+			if !found && k[0]|0x20 == 'x' && bytes.EqualFold(k, headerRequestIDKey) {
+				x.rid, found = append(x.rid, v...), true
+			}
+		case len(headerOrigin):
+			if k[0]|0x20 == 'o' && bytes.EqualFold(k, []byte(headerOrigin)) {
+				x.origin = append(x.origin[:0], v...)
+			}
+		case len(headerSecFetchSite):
+			if k[0]|0x20 == 's' && bytes.EqualFold(k, []byte(headerSecFetchSite)) {
+				x.site = append(x.site[:0], v...)
+			}
 		}
 	}
-	return mask, rid
+	x.hops = mask
 }
+
+const (
+	headerOrigin       = "Origin"
+	headerSecFetchSite = "Sec-Fetch-Site"
+)
 
 // hopBit is the hopMask bit of a header name, or 0. The name is compared
 // only with the hop-by-hop names of its length.

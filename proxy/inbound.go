@@ -31,7 +31,11 @@ func (l inboundListener) Accept() (net.Conn, error) {
 	if tc, ok := c.(*tls.Conn); ok {
 		return &inboundTLSConn{Conn: tc}, nil
 	}
-	return &inboundConn{Conn: c}, nil
+	ic := &inboundConn{Conn: c}
+	if uc, ok := c.(*net.UnixConn); ok {
+		ic.uid, ic.hasUID = peerCredUID(uc)
+	}
+	return ic, nil
 }
 
 // readDeadline is the read deadline in force on a connection, as Unix
@@ -67,11 +71,18 @@ func (d *readDeadline) setBoth(c net.Conn, t time.Time) error {
 	return d.set(c, t)
 }
 
-// inboundConn is an app connection in plain HTTP.
+// inboundConn is an app connection in plain HTTP, over TCP or a unix
+// socket; on a unix socket it knows the peer's uid (SO_PEERCRED, read at
+// accept: the kernel's record of who connected, not a claim of the peer).
 type inboundConn struct {
 	net.Conn
-	rd readDeadline
+	rd     readDeadline
+	uid    uint32
+	hasUID bool
 }
+
+func (c *inboundConn) peerUID() (uint32, bool) { return c.uid, c.hasUID }
+func (c *inboundConn) peerCert() *certIdentity { return nil }
 
 func (c *inboundConn) SetReadDeadline(t time.Time) error { return c.rd.set(c.Conn, t) }
 func (c *inboundConn) SetDeadline(t time.Time) error     { return c.rd.setBoth(c.Conn, t) }
@@ -80,10 +91,25 @@ func (c *inboundConn) SetDeadline(t time.Time) error     { return c.rd.setBoth(c
 func (c *inboundConn) NetConn() net.Conn { return c.Conn }
 
 // inboundTLSConn is an app connection in TLS; NetConn, Handshake and
-// ConnectionState are *tls.Conn's.
+// ConnectionState are *tls.Conn's. It reads the names of a verified client
+// certificate once, at its first request.
 type inboundTLSConn struct {
 	*tls.Conn
-	rd readDeadline
+	rd   readDeadline
+	cert atomic.Pointer[certIdentity]
+	read atomic.Bool // cert has been read (and may be nil)
+}
+
+func (c *inboundTLSConn) peerUID() (uint32, bool) { return 0, false }
+
+func (c *inboundTLSConn) peerCert() *certIdentity {
+	if c.read.Load() {
+		return c.cert.Load()
+	}
+	id := newCertIdentity(c.Conn.ConnectionState())
+	c.cert.Store(id)
+	c.read.Store(true)
+	return id
 }
 
 func (c *inboundTLSConn) SetReadDeadline(t time.Time) error { return c.rd.set(c.Conn, t) }

@@ -217,11 +217,11 @@ func TestRefusals(t *testing.T) {
 		status    int
 		code      string
 	}{
-		{"no route", "GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", 404, "no_route"},
+		{"no route", "GET /nowhere HTTP/1.1\r\nHost: localhost\r\n\r\n", 404, "no_route"},
 		{"absolute form", "GET http://evil.example/b/x HTTP/1.1\r\nHost: evil.example\r\n\r\n", 403, "absolute_form_refused"},
 		{"connect", "CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n", 405, "method_not_allowed"},
-		{"smuggling", "POST /b/x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /b/smuggled HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request"},
-		{"header too large", "GET /b/x HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 64<<10) + "\r\n\r\n", 431, "request_header_too_large"},
+		{"smuggling", "POST /b/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /b/smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n", 400, "bad_request"},
+		{"header too large", "GET /b/x HTTP/1.1\r\nHost: localhost\r\nX-Big: " + strings.Repeat("a", 64<<10) + "\r\n\r\n", 431, "request_header_too_large"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -246,7 +246,7 @@ func TestTruncatedBodyRefused(t *testing.T) {
 	get(t, req, 200).Body.Close() // the credential is loaded
 	up.hits.Store(0)
 	status, b := rawSend(t, strings.TrimPrefix(base, "http://"),
-		"POST /b/x HTTP/1.1\r\nHost: x\r\nContent-Length: 20000\r\n\r\n"+strings.Repeat("a", 9000), true)
+		"POST /b/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 20000\r\n\r\n"+strings.Repeat("a", 9000), true)
 	if status != 400 || !strings.Contains(b, `"error":"bad_request"`) || up.hits.Load() != 0 {
 		t.Fatalf("got %d %s with %d upstream requests; want 400 bad_request and none", status, b, up.hits.Load())
 	}

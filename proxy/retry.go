@@ -29,11 +29,12 @@ func (p *Proxy) retryUnauthorized(ctx *fasthttp.RequestCtx, x *exchange, rt *rou
 	old := rec.version
 	rctx, cancel := context.WithTimeout(context.Background(), refreshWait)
 	defer cancel()
-	if err := rt.holder.RefreshAfter(rctx, old); err != nil {
-		p.opts.Log.WithField("credential", rt.credential).WithError(err).Warn("refresh after upstream 401 failed")
+	h := rec.cred.holder
+	if err := h.RefreshAfter(rctx, old); err != nil {
+		p.opts.Log.WithField("credential", rec.cred.name).WithError(err).Warn("refresh after upstream 401 failed")
 		return nil
 	}
-	v, err := rt.holder.Acquire()
+	v, err := h.Acquire()
 	if err != nil {
 		return nil
 	}

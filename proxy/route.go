@@ -32,8 +32,10 @@ type route struct {
 	cert     ClientCertificate                   // nil without upstream_tls.client_cert
 	addr     string                              // dial address, host:port
 
-	credential string // "" when nothing is injected
-	holder     *injector.Holder
+	cred       *routeCred   // the credential injected; nil when nothing is
+	byCaller   []*routeCred // by caller index: that caller's own credential (inject.by_caller); nil takes cred
+	callers    []bool       // by caller index: admitted; nil admits every caller
+	place      tokenPlace   // where the app's request may carry a caller token
 	form       injector.Form
 	queryParam string // the injected query parameter, redacted in logs
 	// signBody: the form signs a hash of the body, so a streamed body is
@@ -42,10 +44,44 @@ type route struct {
 	scheme   string
 	metrics  *telemetry.RouteMetrics // nil without metrics
 	dialer   func(string) (net.Conn, error)
-	// auditFields are the route's fixed audit fields (route, upstream,
-	// credential), escaped once here rather than per request.
-	auditFields  auditKey
+	// auditFields are the route's fixed audit fields (route, upstream),
+	// escaped once here rather than per request.
+	auditFields auditKey
+}
+
+// routeCred is a credential as a route injects it. Immutable but for the
+// audit fields it keeps of the last version it saw.
+type routeCred struct {
+	name         string
+	holder       *injector.Holder
+	fields       auditKey                     // the credential field, escaped
 	versionAudit atomic.Pointer[versionAudit] // the audit fields of the last version used
+}
+
+func newRouteCred(name string, holders Holders) (*routeCred, error) {
+	h := holders.Holder(name)
+	if h == nil {
+		return nil, fmt.Errorf("credential %q is not defined", name)
+	}
+	rc := &routeCred{name: name, holder: h}
+	rc.fields = inBothFormats(func(b []byte, text bool) []byte { return fieldStr(b, keyCredential, name, text) })
+	return rc, nil
+}
+
+// credFor is the credential injected for c's requests (c nil: anonymous).
+func (rt *route) credFor(c *caller) *routeCred {
+	if c != nil && c.idx < len(rt.byCaller) && rt.byCaller[c.idx] != nil {
+		return rt.byCaller[c.idx]
+	}
+	return rt.cred
+}
+
+// admits reports whether the route admits c (nil: no caller named).
+func (rt *route) admits(c *caller) bool {
+	if rt.callers == nil {
+		return true
+	}
+	return c != nil && c.idx < len(rt.callers) && rt.callers[c.idx]
 }
 
 // ClientCertificate is an outbound client certificate that renews itself;
@@ -70,7 +106,7 @@ const (
 	clientWriteBuffer = 4 << 10
 )
 
-func compileRoute(rc config.Route, holders Holders, opts Options) (*route, error) {
+func compileRoute(rc config.Route, holders Holders, callers *callerTable, opts Options) (*route, error) {
 	u := rc.Upstream
 	rt := &route{
 		name:     rc.Name,
@@ -91,7 +127,10 @@ func compileRoute(rc config.Route, holders Holders, opts Options) (*route, error
 	if err := rt.compileTLS(u.Scheme, u.Hostname(), rc.UpstreamTLS, opts); err != nil {
 		return nil, fmt.Errorf("route %s: %w", rc.Name, err)
 	}
-	if err := rt.compileInject(rc.Inject, holders); err != nil {
+	if err := rt.compileInject(rc.Inject, holders, callers); err != nil {
+		return nil, fmt.Errorf("route %s: %w", rc.Name, err)
+	}
+	if err := rt.compileCallers(rc.Callers, callers); err != nil {
 		return nil, fmt.Errorf("route %s: %w", rc.Name, err)
 	}
 	rt.client.Store(rt.newClient())
@@ -184,7 +223,7 @@ func retireClient(c *fasthttp.HostClient, stop <-chan struct{}) {
 	}
 }
 
-func (rt *route) compileInject(in *config.Inject, holders Holders) error {
+func (rt *route) compileInject(in *config.Inject, holders Holders, callers *callerTable) error {
 	if in == nil {
 		return nil
 	}
@@ -192,14 +231,56 @@ func (rt *route) compileInject(in *config.Inject, holders Holders) error {
 	if err != nil {
 		return err
 	}
-	h := holders.Holder(in.Credential)
-	if h == nil {
-		return fmt.Errorf("credential %q is not defined", in.Credential)
+	if rt.cred, err = newRouteCred(in.Credential, holders); err != nil {
+		return err
 	}
-	rt.credential, rt.holder, rt.form = in.Credential, h, form
+	for name, cred := range in.ByCaller {
+		c := callers.byName(name)
+		if c == nil {
+			return fmt.Errorf("inject.by_caller: no caller %q", name)
+		}
+		if rt.byCaller == nil {
+			rt.byCaller = make([]*routeCred, len(callers.all))
+		}
+		if rt.byCaller[c.idx], err = newRouteCred(cred, holders); err != nil {
+			return fmt.Errorf("inject.by_caller: %w", err)
+		}
+	}
+	rt.form = form
+	rt.place = newTokenPlace(*in)
 	rt.queryParam = injector.QueryParam(form)
 	rt.signBody = injector.NeedsSignableRequest(form) && !isS3(in.Service)
 	return nil
+}
+
+// compileCallers limits the route to the callers it lists.
+func (rt *route) compileCallers(names []string, callers *callerTable) error {
+	if names == nil {
+		return nil
+	}
+	rt.callers = make([]bool, len(callers.all))
+	for _, name := range names {
+		c := callers.byName(name)
+		if c == nil {
+			return fmt.Errorf("callers: no caller %q", name)
+		}
+		rt.callers[c.idx] = true
+	}
+	return nil
+}
+
+// credentials lists the credentials the route may inject.
+func (rt *route) credentials() []string {
+	var out []string
+	if rt.cred != nil {
+		out = append(out, rt.cred.name)
+	}
+	for _, rc := range rt.byCaller {
+		if rc != nil {
+			out = append(out, rc.name)
+		}
+	}
+	return out
 }
 
 // dialIdle dials the upstream for the route's client; every connection

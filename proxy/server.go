@@ -27,6 +27,10 @@ type Proxy struct {
 	inflight atomic.Int64
 	rids     *requestIDs
 	stopOnce sync.Once
+	// callerStats keep each caller's counts across reloads; refused
+	// counts sidekey_callers_refused_total by reason (nil without metrics).
+	callerStats callerRegistry
+	refused     map[string]*telemetry.Counter
 }
 
 // Options are what the proxy reports to; each may be nil.
@@ -53,10 +57,12 @@ type Options struct {
 
 // table is one routing configuration, immutable once built.
 type table struct {
-	router *router
-	routes []*route
-	none   *telemetry.RouteMetrics // requests that match no route
-	stop   chan struct{}           // closed when the table is replaced
+	admit   *admission
+	callers *callerTable
+	router  *router
+	routes  []*route
+	none    *telemetry.RouteMetrics // requests that match no route
+	stop    chan struct{}           // closed when the table is replaced
 }
 
 // Server limits shared by the app-facing listener.
@@ -74,7 +80,12 @@ func New(cfg *config.Config, holders Holders, opts Options) (*Proxy, error) {
 		l.Out = io.Discard
 		opts.Log = l
 	}
-	p := &Proxy{opts: opts, rids: newRequestIDs()}
+	p := &Proxy{opts: opts, rids: newRequestIDs(), refused: map[string]*telemetry.Counter{}}
+	if opts.Metrics != nil {
+		for _, reason := range refusalReasons {
+			p.refused[reason] = opts.Metrics.CallersRefused(reason)
+		}
+	}
 	if err := p.Reload(cfg, holders); err != nil {
 		return nil, err
 	}
@@ -103,9 +114,13 @@ func New(cfg *config.Config, holders Holders, opts Options) (*Proxy, error) {
 // a request in flight finishes on the table it started with. On error the
 // current table keeps serving.
 func (p *Proxy) Reload(cfg *config.Config, holders Holders) error {
-	t := &table{stop: make(chan struct{})}
+	t := &table{stop: make(chan struct{}), admit: newAdmission(cfg)}
+	var err error
+	if t.callers, err = newCallerTable(cfg, holders, p.callerStats.get); err != nil {
+		return err
+	}
 	for _, rc := range cfg.Routes {
-		rt, err := compileRoute(rc, holders, p.opts)
+		rt, err := compileRoute(rc, holders, t.callers, p.opts)
 		if err != nil {
 			return err
 		}
@@ -157,9 +172,11 @@ func (p *Proxy) Required() []string {
 	seen := map[string]bool{}
 	var out []string
 	for _, rt := range p.table.Load().routes {
-		if rt.credential != "" && !seen[rt.credential] {
-			seen[rt.credential] = true
-			out = append(out, rt.credential)
+		for _, name := range rt.credentials() {
+			if !seen[name] {
+				seen[name] = true
+				out = append(out, name)
+			}
 		}
 	}
 	return out

@@ -43,8 +43,11 @@ func (rec *record) endServerSpan(status int) {
 	attrs := []attribute.KeyValue{attribute.Int("http.response.status_code", status)}
 	if rt := rec.route; rt != nil {
 		attrs = append(attrs, attribute.String("sidekey.route", rt.name))
-		if rt.credential != "" {
-			attrs = append(attrs, attribute.String("sidekey.credential", rt.credential))
+		if rec.cred != nil {
+			attrs = append(attrs, attribute.String("sidekey.credential", rec.cred.name))
+		}
+		if rec.caller != nil {
+			attrs = append(attrs, attribute.String("sidekey.caller", rec.caller.name))
 		}
 		if v := rec.version; v != nil {
 			attrs = append(attrs,
