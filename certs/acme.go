@@ -62,6 +62,11 @@ type InboundOptions struct {
 	// RenewCheckInterval is how often certmagic looks for certificates to
 	// renew; zero is certmagic's default (10 minutes).
 	RenewCheckInterval time.Duration
+	// ClientCAs, when set, verify client certificates: a client may present
+	// one (a caller's identity) and must then present one these CAs
+	// issued; a client without one still connects (VerifyClientCertIfGiven),
+	// so ACME validation and callers with tokens keep working.
+	ClientCAs *x509.CertPool
 	// RenewalWindowRatio is the share of a certificate's lifetime, at its
 	// end, in which it is renewed; zero is certmagic's default (1/3). The
 	// CA's ACME Renewal Info (ARI) may ask for an earlier renewal.
@@ -226,6 +231,9 @@ func (in *Inbound) build(storage certmagic.Storage, iss certmagic.ACMEIssuer, op
 		// fasthttp speaks HTTP/1.1 only; acme-tls/1 answers tls-alpn-01.
 		NextProtos: []string{"http/1.1", acmez.ACMETLS1Protocol},
 		MinVersion: tls.VersionTLS12,
+	}
+	if opts.ClientCAs != nil {
+		in.tlsConf.ClientCAs, in.tlsConf.ClientAuth = opts.ClientCAs, tls.VerifyClientCertIfGiven
 	}
 	in.rotateTicketKeys(false)
 }

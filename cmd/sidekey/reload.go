@@ -46,7 +46,7 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	next, added, removed, err := d.set.Reconfigure(cfg.Credentials, d.setOptions())
+	next, added, removed, err := d.set.Reconfigure(cfg.Held(), d.setOptions())
 	if err != nil {
 		return err
 	}
@@ -121,7 +121,7 @@ func rebind(oldAddr, addr string) (net.Listener, error) {
 	if addr == oldAddr {
 		return nil, nil
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listen(addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}

@@ -117,6 +117,9 @@ func newDaemon(ctx context.Context, cfg *config.Config, stderr io.Writer) (*daem
 	if err := d.startTelemetry(ctx, cfg); err != nil {
 		return nil, err
 	}
+	for _, w := range cfg.Warnings() {
+		d.log.WithField("problem", w).Warn("configuration")
+	}
 	// Holders, the Vault client and certificate managers outlive ctx: they
 	// must keep serving while requests drain; stop cancels them last.
 	d.holdersCtx, d.stopHolders = context.WithCancel(context.WithoutCancel(ctx))
@@ -129,7 +132,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, stderr io.Writer) (*daem
 		d.closeTelemetry()
 		return nil, err
 	}
-	if d.set, err = injector.NewSet(cfg.Credentials, d.setOptions()); err != nil {
+	if d.set, err = injector.NewSet(cfg.Held(), d.setOptions()); err != nil {
 		d.closeTelemetry()
 		return nil, err
 	}
@@ -147,7 +150,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, stderr io.Writer) (*daem
 		d.closeTelemetry()
 		return nil, err
 	}
-	d.admin = &proxy.Admin{Credentials: &d.creds, Required: d.px.Required, Scrub: d.red.Bytes,
+	d.admin = &proxy.Admin{Credentials: &d.creds, Required: d.px.Required, Scrub: d.red.Bytes, Callers: d.px.Callers,
 		Log: d.log, Metrics: d.metrics.Handler(),
 		Certificates:        func() any { return d.certificateInfos() },
 		CertificateProblems: d.certificateProblems}
@@ -217,7 +220,7 @@ func (d *daemon) credentialStates() []telemetry.CredentialState {
 // bind binds the app-facing and admin listeners; a port that cannot be
 // bound is a start-up failure.
 func (d *daemon) bind(cfg *config.Config, onListen listening) error {
-	pln, err := net.Listen("tcp", cfg.Listen)
+	pln, err := listen(cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sidekey/sidekey/injector"
+	"github.com/sidekey/sidekey/proxy"
 )
 
 const defaultAdmin = "http://127.0.0.1:9901"
@@ -59,8 +60,32 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "sidekey status: %s: %v\n", admin, err)
 		return exitFailed
 	}
-	printStatus(stdout, sts, time.Now())
+	now := time.Now()
+	printStatus(stdout, sts, now)
+	// An older sidekey has no /v1/callers: its table is left out.
+	if body, err := adminCall(ctx, http.MethodGet, admin+"/v1/callers"); err == nil {
+		var callers []proxy.CallerInfo
+		if json.Unmarshal(body, &callers) == nil && len(callers) > 0 {
+			fmt.Fprintln(stdout)
+			printCallers(stdout, callers, now)
+		}
+	}
 	return exitOK
+}
+
+// printCallers prints each caller's use; never a token, which the admin
+// API does not have to give.
+func printCallers(w io.Writer, cs []proxy.CallerInfo, now time.Time) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "CALLER\tKIND\tREQUESTS\tREFUSED\tLAST SEEN")
+	for _, c := range cs {
+		seen := "never"
+		if !c.LastSeen.IsZero() {
+			seen = now.Sub(c.LastSeen).Round(time.Second).String() + " ago"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", c.Name, c.Kind, c.Requests, c.Refused, seen)
+	}
+	_ = tw.Flush()
 }
 
 func printStatus(w io.Writer, sts []injector.Status, now time.Time) {

@@ -33,7 +33,15 @@ func (d *daemon) buildCerts(cfg *config.Config) error {
 	if cfg.TLS == nil {
 		return nil
 	}
-	in, err := certs.NewInbound(cfg.TLS, certs.InboundOptions{Log: d.log, Secrets: d.red, Vault: vault, RenewCheckInterval: cfg.TLS.ACME.RenewInterval})
+	opts := certs.InboundOptions{Log: d.log, Secrets: d.red, Vault: vault, RenewCheckInterval: cfg.TLS.ACME.RenewInterval}
+	if ref := cfg.TLS.ClientCA; ref != nil {
+		pool, err := certs.CAPool(*ref)
+		if err != nil {
+			return fmt.Errorf("tls.client_ca: %w", err)
+		}
+		opts.ClientCAs = pool
+	}
+	in, err := certs.NewInbound(cfg.TLS, opts)
 	if err != nil {
 		return fmt.Errorf("tls: %w", err)
 	}

@@ -14,9 +14,13 @@ func cmdValidate(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if !ok {
 		return exitUsage
 	}
-	if _, err := loadConfig(path, stdin); err != nil {
+	cfg, err := loadConfig(path, stdin)
+	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitFailed
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintln(stderr, "warning: "+w)
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", path)
 	return exitOK
