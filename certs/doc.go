@@ -1,9 +1,11 @@
 // Package certs holds sidekey's certificates in memory and hot-swaps them:
 // the inbound listener's ACME certificates (Inbound, built on certmagic),
-// outbound client certificates for mTLS to upstreams (ClientCert), and
-// pinned upstream CA bundles (CAPool).
+// outbound client certificates for mTLS to upstreams (ClientCert),
+// pinned upstream CA bundles (CAPool), and the forward-proxy mode's
+// certificate authority (ForwardCA).
 //
-// Nothing here writes to disk. ACME state lives in MemoryStorage (storage:
+// Nothing here writes to disk but the forward-proxy CA's two public
+// certificate files (below). ACME state lives in MemoryStorage (storage:
 // memory) or VaultStorage (storage: vault:PATH, shared by replicas, with
 // check-and-set locks that a crashed holder loses after 30 s); certmagic's
 // package defaults (file storage under HOME, a stderr logger) are never
@@ -71,4 +73,36 @@
 // finished calls its CloseIdleConnections. Generation and Serial tell
 // which certificate is current. Info feeds GET /v1/certificates (kind
 // "client"); Ready and Err feed /readyz.
+//
+// # The forward-proxy CA
+//
+// ForwardCA signs the certificates with which the forward-proxy mode
+// terminates intercepted TLS. Build it once from the intercepted hosts
+// (the route hosts), write its public files, and serve leaves:
+//
+//	ca, err := certs.NewForwardCA(routeHosts, certs.ForwardCAOptions{Secrets: redactor})
+//	// or, with forward_proxy.ca.cert/.key resolved: ForwardCAOptions{CertPEM: c, KeyPEM: k, ...}
+//	rootsFrom, err := ca.WriteFiles(fp.CA.CertOut, fp.CA.BundleOut) // "" : no system roots found
+//	// per CONNECT to an intercepted host (the TLS server side of the tunnel):
+//	cfg, err := ca.TLSConfig(connectHost)     // ErrNotIntercepted for any other host
+//	cfg.NextProtos = []string{"h2", "http/1.1"}
+//	tlsConn := tls.Server(tunnel, cfg)
+//	defer ca.Close()                           // when replaced or at exit
+//
+// A generated CA is ECDSA P-256, lives DefaultCALifetime (30 days), its key
+// only in memory, and carries critical name constraints: the intercepted
+// DNS names (and the names below them, as RFC 5280 defines the
+// constraint), exactly the intercepted IP addresses or none at all, and no
+// e-mail address or URI. A CA loaded from PEM is used as it is, without
+// constraints imposed. Either way, leaves are minted only for the
+// intercepted hosts themselves (never a subdomain): one per host, ECDSA
+// P-256, with SKI and AKI (Python 3.13 needs the AKI), valid at most
+// DefaultLeafLifetime and never past the CA, reissued when a third of
+// their life is left. They are held in a bounded LRU cache
+// (DefaultLeafCacheSize) and minted once per host however many handshakes
+// ask at the same time; a cached GetCertificate or Leaf does not allocate.
+// cert_out and bundle_out (the system's roots plus the CA) are the only
+// files written, atomically and mode 0644; no key is ever written.
+// Info feeds GET /v1/certificates (kind "forward-ca"); Ready and Err feed
+// /readyz.
 package certs

@@ -11,8 +11,9 @@ import (
 
 // Kinds an Info reports.
 const (
-	KindInbound = "inbound"
-	KindClient  = "client"
+	KindInbound   = "inbound"
+	KindClient    = "client"
+	KindForwardCA = "forward-ca"
 )
 
 // Info describes one certificate for the admin API (GET /v1/certificates).
@@ -20,7 +21,7 @@ const (
 // Serial are empty and the times are left out of the JSON.
 type Info struct {
 	Name      string    `json:"name"`
-	Kind      string    `json:"kind"` // inbound | client
+	Kind      string    `json:"kind"` // inbound | client | forward-ca
 	Subjects  []string  `json:"subjects"`
 	Issuer    string    `json:"issuer"`
 	Serial    string    `json:"serial"`
