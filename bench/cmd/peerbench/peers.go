@@ -40,6 +40,7 @@ const (
 	peerSidekey       = "sidekey"
 	peerSidekeyRotate = "sidekey-rotate"
 	peerSidekeyAlt    = "sidekey-alternate"
+	peerSidekeyCaller = "sidekey-callers"
 	peerNginx         = "nginx"
 	peerHAProxy       = "haproxy"
 	peerFasthttp      = "fasthttp"
@@ -52,6 +53,7 @@ func peers() []peer {
 		{name: peerSidekey, label: "sidekey (audit line and metrics on)", setup: sidekeySetup},
 		{name: peerSidekeyRotate, label: "sidekey, credential rotating every %s", rotate: true, setup: sidekeySetup},
 		{name: peerSidekeyAlt, label: "sidekey, rotating in every other window", rotate: true, alternate: true, setup: sidekeySetup},
+		{name: peerSidekeyCaller, label: "sidekey, the app named by a caller token (3 callers)", setup: sidekeyCallersSetup},
 		{name: peerNginx, label: "nginx %s, 1 worker, upstream keepalive", tool: "nginx", setup: nginxSetup},
 		{name: peerHAProxy, label: "HAProxy %s, 1 thread", tool: "haproxy", setup: haproxySetup},
 		{name: peerFasthttp, label: "bare fasthttp HostClient proxy (no features)", setup: helperSetup},
@@ -95,6 +97,39 @@ routes:
 		return nil, nil, err
 	}
 	return []string{s.bin, "run", "-c", path}, nil, nil
+}
+
+// benchCallerVar holds the caller token of sidekey-callers: the very
+// Authorization the application sends, so that every peer gets the same
+// requests. The route injects in that place, so sidekey reads the caller
+// token there, compares it with each of three caller tokens, removes it
+// and injects the credential.
+const benchCallerVar = "SIDEKEY_BENCH_CALLER"
+
+// sidekeyCallersSetup is sidekeySetup with three token callers, the route
+// admitting only the application's.
+func sidekeyCallersSetup(s *site) ([]string, []string, error) {
+	argv, _, err := sidekeySetup(s)
+	if err != nil {
+		return nil, nil, err
+	}
+	path := argv[len(argv)-1]
+	conf, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	conf = append(conf, fmt.Sprintf(`    callers: [app]
+callers:
+  app: { token: env:%s }
+  deploy: { token: env:SIDEKEY_BENCH_DEPLOY }
+  ci: { token: env:SIDEKEY_BENCH_CI }
+`, benchCallerVar)...)
+	if err := os.WriteFile(path, conf, 0o600); err != nil {
+		return nil, nil, err
+	}
+	caller, _ := strings.CutPrefix(appAuthorization, "Bearer ")
+	return argv, []string{benchCallerVar + "=" + caller, "SIDEKEY_BENCH_DEPLOY=deploy-caller-token-for-bench",
+		"SIDEKEY_BENCH_CI=ci-caller-token-for-the-bench"}, nil
 }
 
 // nginxSetup: one process (no master), one worker's worth of connections,
@@ -209,7 +244,7 @@ func helperBinary(name string) string {
 		return "fastproxy"
 	case peerNetHTTP:
 		return "stdproxy"
-	case peerSidekey, peerSidekeyRotate, peerSidekeyAlt:
+	case peerSidekey, peerSidekeyRotate, peerSidekeyAlt, peerSidekeyCaller:
 		return "sidekey"
 	}
 	return ""

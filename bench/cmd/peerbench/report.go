@@ -134,6 +134,7 @@ func (r *report) markdown() string {
 	}
 	r.reference(&sb)
 	r.rotation(&sb)
+	r.callers(&sb)
 	r.alternation(&sb)
 	r.checks(&sb)
 	r.notes(&sb)
@@ -320,6 +321,27 @@ func (r *report) rotation(sb *strings.Builder) {
 			perSec := rot.stat(func(x *result) float64 { return float64(x.Rotations) / r.o.duration.Seconds() })
 			tableRow(sb, append([]string{l.name, strconv.Itoa(conns)}, append(pairCells(st, rot),
 				msText(st.stat(p99).med)+" / "+msText(rot.stat(p99).med), noDecimal(perSec))...))
+		}
+	}
+	sb.WriteString("\n")
+}
+
+// callers sets sidekey with callers beside the same sidekey without.
+func (r *report) callers(sb *strings.Builder) {
+	if !r.has(peerSidekey) || !r.has(peerSidekeyCaller) {
+		return
+	}
+	sb.WriteString("## Callers\n\nsidekey with three token callers, the route admitting one, the application naming itself " +
+		"with its caller token in the place the route injects (its Authorization header), beside the same sidekey without callers. " +
+		"The two run back to back in each repeat, in alternating order; the paired ratio is the median, over repeats, " +
+		"of req/s with callers divided by req/s without, with its range. The ratio of the two medians is beside it.\n\n")
+	tableHead(sb, []string{"layout", "conns", "without req/s", "with callers req/s", "paired ratio", "ratio of medians",
+		"CPU µs/req without / with"})
+	for _, l := range r.layouts {
+		for _, conns := range r.o.conns {
+			base, c := r.cell(l.name, conns, peerSidekey), r.cell(l.name, conns, peerSidekeyCaller)
+			tableRow(sb, append([]string{l.name, strconv.Itoa(conns)}, append(pairCells(base, c),
+				oneDecimal(base.stat(cpuUS))+" / "+oneDecimal(c.stat(cpuUS)))...))
 		}
 	}
 	sb.WriteString("\n")
