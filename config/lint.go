@@ -28,16 +28,48 @@ var credentialShapes = []struct {
 
 const lintAdvice = "; secrets must be references (env:, file:, vault:), never literals"
 
+// AllowSecret on a line makes Scan pass over that line: it marks a
+// deliberate fixture, such as a test's fake token, in source files. Lint
+// does not honour it: a configuration may not excuse its own literal secret.
+const AllowSecret = "sidekey:allow-secret"
+
+// Finding is one credential-shaped string: where it is and what it looks
+// like, never the value.
+type Finding struct {
+	Line int    // 1-based
+	Kind string // such as "a GitHub token"
+}
+
 // Lint scans the whole of data, comments included, for strings shaped like
 // well-known credentials: PEM private keys, GitHub, AWS, Slack, sk- and
 // Stripe keys, and JWTs. It returns one problem per kind and line, naming
 // the kind, never the value.
 func Lint(name string, data []byte) []Problem {
 	var out []Problem
-	for i, line := range bytes.Split(data, []byte("\n")) {
+	for _, f := range find(data, false) {
+		out = append(out, Problem{File: name, Line: f.Line, Msg: "looks like " + f.Kind + lintAdvice})
+	}
+	return out
+}
+
+// Scan is Lint's detector for any text file: one finding per kind and
+// line, in line order, except on lines that contain AllowSecret.
+func Scan(data []byte) []Finding {
+	return find(data, true)
+}
+
+// find runs the detector line by line; allow honours AllowSecret.
+func find(data []byte, allow bool) []Finding {
+	var out []Finding
+	n := 0
+	for line := range bytes.Lines(data) {
+		n++
+		if allow && bytes.Contains(line, []byte(AllowSecret)) {
+			continue
+		}
 		for _, s := range credentialShapes {
 			if bytes.Contains(line, []byte(s.hint)) && s.re.Match(line) {
-				out = append(out, Problem{File: name, Line: i + 1, Msg: "looks like " + s.kind + lintAdvice})
+				out = append(out, Finding{Line: n, Kind: s.kind})
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -78,6 +79,29 @@ func TestLintIgnoresOrdinaryText(t *testing.T) {
 		if got := Lint("f.yaml", []byte(line)); len(got) != 0 {
 			t.Errorf("Lint(%q) = %v, want nothing", line, got)
 		}
+	}
+}
+
+// TestScanHonoursAllowSecret checks that Scan finds what Lint finds, by
+// line and kind, also on a last line with no newline, except on a line
+// marked AllowSecret, which Lint still reports.
+func TestScanHonoursAllowSecret(t *testing.T) {
+	for _, fx := range credentialFixtures() {
+		src := "a: 1\n" + fx.value + "\nb: " + fx.value + " # " + AllowSecret + "\nc: " + fx.value
+		want := []Finding{{Line: 2, Kind: fx.kind}, {Line: 4, Kind: fx.kind}}
+		if got := Scan([]byte(src)); !slices.Equal(got, want) {
+			t.Errorf("Scan(%s) = %v, want %v", fx.kind, got, want)
+		}
+		var lines []int
+		for _, p := range Lint("f.yaml", []byte(src)) {
+			lines = append(lines, p.Line)
+		}
+		if !slices.Equal(lines, []int{2, 3, 4}) {
+			t.Errorf("Lint(%s) reports lines %v, want [2 3 4]: a config may not excuse a literal", fx.kind, lines)
+		}
+	}
+	if got := Scan(nil); got != nil {
+		t.Errorf("Scan(nil) = %v", got)
 	}
 }
 

@@ -24,6 +24,11 @@ commands:
                      credentials: source, version, state, expiry, last error
   rotate NAME [--admin URL]
                      refresh one credential now (token: SIDEKEY_ADMIN_TOKEN)
+  scan [-v] PATH...  report credential-shaped strings as FILE:LINE: kind, never
+                     the value; exit 1 on a find. Not reported: a line that
+                     contains sidekey:allow-secret (for test fixtures)
+  scan --staged      the same over what is staged for commit; as a pre-commit
+                     hook: exec sidekey scan --staged   (sidekey scan -h)
   version            print version, commit and Go version
 `
 
@@ -48,6 +53,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return cmdStatus(ctx, rest, stdout, stderr)
 	case "rotate":
 		return cmdRotate(ctx, rest, stdout, stderr)
+	case "scan":
+		return cmdScan(ctx, rest, stdout, stderr)
 	case "demo-token":
 		return cmdDemoToken(ctx, rest, stdout, stderr)
 	case "version", "--version", "-v":
