@@ -21,6 +21,7 @@ type exchange struct {
 	buf    []byte // injection scratch
 	path   []byte // rewritten upstream path
 	log    []byte // logged path
+	cpath  []byte // the app's path, canonical (canonicalPath): routed on and forwarded
 	rid    []byte // request ID: the app's, or one generated for it
 	ridApp bool   // rid is the app's own, still in its request
 	hops   uint16 // hopMask of the app's request
@@ -110,7 +111,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, x *exchange, rec *re
 		answerPreflight(ctx, x)
 		return
 	}
-	rt, status, code := t.pick(req)
+	rt, status, code := t.pick(req, x)
 	if rt == nil {
 		writeError(ctx, status, code, "")
 		return
@@ -252,12 +253,15 @@ func (x *exchange) prepare(req *fasthttp.Request, rt *route, upgrade bool, rec *
 		rt.form.Strip(&x.edit)
 	}
 	uri := req.URI()
-	x.log = append(x.log[:0], uri.Path()...)
+	x.log = append(x.log[:0], x.cpath...)
 	if q := uri.QueryString(); len(q) > 0 {
 		x.log = append(append(x.log, '?'), q...)
 	}
 	rec.path = x.log
-	x.path = rt.upstreamPath(x.path[:0], uri.Path())
+	x.path = rt.upstreamPath(x.path[:0], x.cpath)
+	// The path goes upstream as built, escapes and all: not decoded and
+	// encoded again by fasthttp, which would turn "%2F" into "/".
+	uri.DisablePathNormalizing = true
 	uri.SetPathBytes(x.path)
 	uri.SetScheme(rt.scheme) // the app spoke plain HTTP or TLS to sidekey; the upstream may differ
 	uri.SetHost(rt.upHost)
@@ -293,9 +297,9 @@ func (rt *route) upstreamPath(dst, path []byte) []byte {
 }
 
 // pick finds the route for a request, or the status and code to refuse it
-// with. An absolute-form request is served only when its host is a route's
+// with; it leaves the request's canonical path in x.cpath. An absolute-form request is served only when its host is a route's
 // host: the app-facing listener is never an open proxy.
-func (t *table) pick(req *fasthttp.Request) (*route, int, string) {
+func (t *table) pick(req *fasthttp.Request, x *exchange) (*route, int, string) {
 	if req.Header.IsConnect() {
 		return nil, fasthttp.StatusMethodNotAllowed, codeMethod
 	}
@@ -303,10 +307,14 @@ func (t *table) pick(req *fasthttp.Request) (*route, int, string) {
 		return nil, fasthttp.StatusBadRequest, codeBadRequest
 	}
 	uri := req.URI()
+	var err error
+	if x.cpath, err = canonicalPath(x.cpath[:0], uri.PathOriginal()); err != nil {
+		return nil, fasthttp.StatusBadRequest, codeBadRequest
+	}
 	if isAbsoluteForm(req.Header.RequestURI()) && !t.router.hasHost(uri.Host()) {
 		return nil, fasthttp.StatusForbidden, codeNotProxy
 	}
-	rt := t.router.match(uri.Host(), uri.Path())
+	rt := t.router.match(uri.Host(), x.cpath)
 	if rt == nil {
 		return nil, fasthttp.StatusNotFound, codeNoRoute
 	}

@@ -180,14 +180,16 @@ func (rt *route) newClient() *fasthttp.HostClient {
 	return &fasthttp.HostClient{
 		Addr:                     rt.addr,
 		NoDefaultUserAgentHeader: true,
-		IsTLS:                    rt.tls != nil,
-		TLSConfig:                rt.tls,
-		MaxConns:                 1024,
-		MaxIdleConnDuration:      30 * time.Second,
-		ReadBufferSize:           clientReadBuffer,
-		WriteBufferSize:          clientWriteBuffer,
-		Transport:                upstreamTransport{bufferMax: bufferedBodyMax},
-		Dial:                     rt.dialIdle,
+		DisablePathNormalizing:   true, // the proxy forwards the canonical path it built
+
+		IsTLS:               rt.tls != nil,
+		TLSConfig:           rt.tls,
+		MaxConns:            1024,
+		MaxIdleConnDuration: 30 * time.Second,
+		ReadBufferSize:      clientReadBuffer,
+		WriteBufferSize:     clientWriteBuffer,
+		Transport:           upstreamTransport{bufferMax: bufferedBodyMax},
+		Dial:                rt.dialIdle,
 	}
 }
 
