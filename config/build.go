@@ -25,6 +25,7 @@ func (c *checker) build(f *fileConfig) *Config {
 	cfg.Routes = c.routes(f.Routes, cfg)
 	cfg.TLS = c.tls(f.TLS)
 	cfg.ForwardProxy = c.forwardProxy(f.ForwardProxy)
+	f.MemoryLock.to(&cfg.MemoryLock)
 	c.claimDefaults(f, cfg)
 	c.vaultNeeded(cfg)
 	return cfg

@@ -34,6 +34,10 @@ type Config struct {
 	TLS *TLS
 	// ForwardProxy is nil when the forward-proxy mode is off.
 	ForwardProxy *ForwardProxy
+
+	// MemoryLock locks all of the process's memory (mlockall) at start-up,
+	// so that no secret reaches swap. A change needs a restart.
+	MemoryLock bool
 }
 
 // Admin is the admin API listener.

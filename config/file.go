@@ -27,6 +27,7 @@ type fileConfig struct {
 	Certificates    map[string]*fileCertificate `yaml:"certificates"`
 	TLS             *fileTLS                    `yaml:"tls"`
 	ForwardProxy    *fileForwardProxy           `yaml:"forward_proxy"`
+	MemoryLock      *flag                       `yaml:"memory_lock"`
 }
 
 type fileAdmin struct {
