@@ -16,14 +16,21 @@ import (
 // PR_SET_DUMPABLE 0, which makes /proc/PID/* owned by root and refuses
 // other processes of the same user /proc/PID/environ, /proc/PID/mem and
 // ptrace. Only a process with CAP_SYS_PTRACE still reads them. With lock it
-// also locks every page, present and future, into memory (mlockall), so no
-// secret reaches swap.
+// also locks the process's memory (mlockall), so no secret reaches swap.
 //
-// It must run before any secret is read. The flags are the whole process's
-// (all threads), and survive until exit: execve in a child (an exec
-// credential source) starts a new, dumpable process with RLIMIT_CORE 0.
-// Any error is a start-up failure: sidekey does not run with less
-// protection than it promises.
+// It must run before any secret is read. Both flags are the whole
+// process's, all threads, and hold until exit (sidekey never changes its
+// credentials, which would reset the dumpable flag). A child that execs (an
+// exec credential source) is a new process: dumpable again, but with
+// RLIMIT_CORE 0. Any error is a start-up failure: sidekey does not run with
+// less protection than the file asks for.
+//
+// MCL_ONFAULT locks each page when it is first touched instead of faulting
+// in every mapping at once. A page holding a secret has been touched, so
+// the protection is the same; but Go maps far more than it touches (the
+// heap arena index, arenas, thread stacks): without it memory_lock took an
+// idle proxy's resident memory from 18 to 97 MiB, 150 MiB in a cgo build,
+// whose threads' 8 MiB stacks are then resident too. It needs Linux 4.4.
 func harden(lock bool) error {
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return fmt.Errorf("making the process undumpable (prctl PR_SET_DUMPABLE): %w", err)
@@ -34,7 +41,7 @@ func harden(lock bool) error {
 	if !lock {
 		return nil
 	}
-	if err := unix.Mlockall(unix.MCL_CURRENT | unix.MCL_FUTURE); err != nil {
+	if err := unix.Mlockall(unix.MCL_CURRENT | unix.MCL_FUTURE | unix.MCL_ONFAULT); err != nil {
 		var lim unix.Rlimit
 		_ = unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim)
 		return lockError(err, lim.Cur, virtualSize())
