@@ -338,12 +338,36 @@ func TestHardenMemoryLockAsRoot(t *testing.T) {
 		t.Errorf("without memory_lock: VmLck %d kB, want 0", got)
 	}
 	if got := vmKB(t, locked.PID, "VmLck"); got == 0 {
-		t.Errorf("with memory_lock: VmLck 0 kB, want every page locked")
+		t.Errorf("with memory_lock: VmLck 0 kB, want every mapping locked")
+	}
+	// VmLck counts mappings; smaps' Locked counts the resident pages in
+	// them. All are locked but the kernel's own [vdso] and [vvar].
+	if pss, lck := rollupKB(t, locked.PID, "Pss"), rollupKB(t, locked.PID, "Locked"); lck < pss-64 {
+		t.Errorf("with memory_lock: %d kB of %d kB resident locked, want all", lck, pss)
 	}
 	for name, p := range map[string]*proc{"memory_lock: false": plain, "memory_lock: true ": locked} {
-		t.Logf("%s: VmRSS %d kB, RssAnon %d kB, VmLck %d kB, VmSize %d kB", name,
-			vmKB(t, p.PID, "VmRSS"), vmKB(t, p.PID, "RssAnon"), vmKB(t, p.PID, "VmLck"), vmKB(t, p.PID, "VmSize"))
+		t.Logf("%s: VmRSS %d kB, RssAnon %d kB, Pss %d kB, Locked %d kB, VmLck %d kB, VmSize %d kB", name,
+			vmKB(t, p.PID, "VmRSS"), vmKB(t, p.PID, "RssAnon"), rollupKB(t, p.PID, "Pss"), rollupKB(t, p.PID, "Locked"),
+			vmKB(t, p.PID, "VmLck"), vmKB(t, p.PID, "VmSize"))
 	}
+}
+
+// rollupKB is a /proc/PID/smaps_rollup line in kB.
+func rollupKB(t *testing.T, pid int, key string) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ln := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(ln, key+":"); ok {
+			if kb, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB"))); err == nil {
+				return kb
+			}
+		}
+	}
+	t.Fatalf("/proc/%d/smaps_rollup has no %s line:\n%s", pid, key, b)
+	return 0
 }
 
 func TestHardenMemoryLockRefusedWithoutTheLimit(t *testing.T) {
