@@ -102,7 +102,8 @@ func (n nobody) runDir(t *testing.T, secret string) (string, string) {
 	return dir, bin
 }
 
-// writeConfig writes a config file nobody can read; it holds no secret.
+// writeConfig writes a config file the user nobody can read (0644); it
+// holds no secret.
 func writeConfig(t *testing.T, dir, yamlText string) string {
 	t.Helper()
 	path := filepath.Join(dir, "sidekey.yaml")
@@ -138,8 +139,8 @@ func (n nobody) start(t *testing.T, secret, yamlText string, opts ...procOption)
 	return p
 }
 
-// sleeper is the control: a plain process running as nobody with marker
-// in its environment, which nothing hardens.
+// sleeper is the control: a plain process running as nobody, env
+// (KEY=VALUE) its whole environment, which nothing hardens.
 func (n nobody) sleeper(t *testing.T, env string) int {
 	t.Helper()
 	cmd := exec.Command("sleep", "600")
