@@ -30,6 +30,7 @@ func (c *checker) build(f *fileConfig) *Config {
 	cfg.TLS = c.tls(f.TLS)
 	cfg.ForwardProxy = c.forwardProxy(f.ForwardProxy)
 	c.reachable(f, cfg)
+	f.MemoryLock.to(&cfg.MemoryLock)
 	c.claimDefaults(f, cfg)
 	c.vaultNeeded(cfg)
 	return cfg

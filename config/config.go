@@ -48,6 +48,9 @@ type Config struct {
 	// AllowedOrigins are browser origins admitted ("https://app.example.com",
 	// lower case, default port left out).
 	AllowedOrigins []string
+	// MemoryLock locks all of the process's memory (mlockall) at start-up,
+	// so that no secret reaches swap. A change needs a restart.
+	MemoryLock bool
 }
 
 // Admin is the admin API listener.

@@ -31,6 +31,7 @@ type fileConfig struct {
 	AllowAnonymous  *flag                       `yaml:"allow_anonymous"`
 	AllowedHosts    []*str                      `yaml:"allowed_hosts"`
 	AllowedOrigins  []*str                      `yaml:"allowed_origins"`
+	MemoryLock      *flag                       `yaml:"memory_lock"`
 }
 
 type fileAdmin struct {

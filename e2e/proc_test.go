@@ -47,6 +47,8 @@ type procOpts struct {
 	stdin       string
 	stdinConfig bool
 	stderrGate  *gate
+	bin         string               // the program to run; "" is binPath
+	attr        *syscall.SysProcAttr // e.g. another user's credentials
 }
 
 // procOption adjusts how a sidekey process is started.
@@ -216,7 +218,12 @@ func launch(t testing.TB, dir string, opts []procOption, args ...string) *proc {
 	for _, f := range opts {
 		f(&o)
 	}
-	cmd := exec.Command(binPath, args...)
+	bin := binPath
+	if o.bin != "" {
+		bin = o.bin
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.SysProcAttr = o.attr
 	cmd.Dir = filepath.Join(dir, "work")
 	cmd.Env = append([]string{
 		"PATH=" + os.Getenv("PATH"),

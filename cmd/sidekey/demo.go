@@ -30,6 +30,10 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
 		return exitUsage
 	}
+	if err := harden(false); err != nil {
+		fmt.Fprintf(stderr, "sidekey demo: %v\n", err)
+		return exitFailed
+	}
 	iss := &issuer{ttl: *ttl, live: map[string]time.Time{}}
 	issURL, upURL, err := iss.start(ctx)
 	if err != nil {

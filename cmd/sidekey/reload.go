@@ -113,6 +113,9 @@ func reloadable(old, new *config.Config) error {
 	if old.Telemetry != new.Telemetry {
 		errs = append(errs, errors.New("telemetry: a change needs a restart"))
 	}
+	if old.MemoryLock != new.MemoryLock {
+		errs = append(errs, errors.New("memory_lock: a change needs a restart"))
+	}
 	return errors.Join(errs...)
 }
 

@@ -33,6 +33,12 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stderr io.Write
 		fmt.Fprintln(stderr, err)
 		return exitFailed
 	}
+	// The file holds references, never a secret: the first secret is read
+	// by serve, after this.
+	if err := harden(cfg.MemoryLock); err != nil {
+		fmt.Fprintf(stderr, "sidekey: %v\n", err)
+		return exitFailed
+	}
 	setGCPercent(os.Getenv)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
