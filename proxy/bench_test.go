@@ -48,7 +48,8 @@ func benchProxyWith(b *testing.B, dial func(string) (net.Conn, error), edit func
 	if edit != nil {
 		edit(cfg)
 	}
-	set, err := injector.NewSet(cfg.Held(), injector.SetOptions{NewSource: func(c config.Credential) (injector.Source, error) {
+	red := telemetry.NewRedactor()
+	set, err := injector.NewSet(cfg.Held(), injector.SetOptions{Secrets: red, NewSource: func(c config.Credential) (injector.Source, error) {
 		return &injector.EnvSource{Name: c.EnvName, Lookup: func(name string) (string, bool) {
 			if name == "CALLER" {
 				return "caller-token", true
@@ -72,7 +73,7 @@ func benchProxyWith(b *testing.B, dial func(string) (net.Conn, error), edit func
 	if dial == nil {
 		dial = func(string) (net.Conn, error) { return upLn.Dial() }
 	}
-	px, err := New(cfg, set, Options{Metrics: m, Audit: sink, Dial: dial})
+	px, err := New(cfg, set, Options{Metrics: m, Audit: sink, Dial: dial, Scrub: red.Bytes})
 	if err != nil {
 		b.Fatal(err)
 	}

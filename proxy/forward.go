@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"sync"
 	"time"
 
@@ -31,6 +32,12 @@ type exchange struct {
 	origin []byte // the app's Origin, copied
 	site   []byte // the app's Sec-Fetch-Site, copied
 	cors   bool   // the request came from an allowed origin: the answer says so
+
+	appHost []byte       // the Host the app called, copied before the request is rewritten
+	tls     bool         // the app called over TLS
+	unix    bool         // the app called over a unix socket
+	pairs   []headerPair // response header pass (fixResponseHeaders)
+	hbuf    []byte       // its scratch space
 }
 
 var exchanges = sync.Pool{New: func() any { return new(exchange) }}
@@ -148,6 +155,8 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, x *exchange, rec *re
 		rec.version = v // released by handle
 	}
 	clientClose := req.Header.ConnectionClose()
+	x.tls = ctx.IsTLS()
+	_, x.unix = ctx.LocalAddr().(*net.UnixAddr)
 	upgrade := x.hops&hopConnection != 0 && isUpgrade(&req.Header)
 	x.prepare(req, rt, upgrade, rec)
 	if rt.signBody {
@@ -200,6 +209,7 @@ func (p *Proxy) exchange(ctx *fasthttp.RequestCtx, x *exchange, rt *route, rec *
 		return
 	}
 	stripResponseHops(&resp.Header)
+	p.fixResponseHeaders(ctx, x, rt)
 	if x.cors {
 		allowOrigin(&resp.Header, x.origin)
 	}
@@ -247,6 +257,7 @@ func (x *exchange) put() {
 // for the audit line.
 func (x *exchange) prepare(req *fasthttp.Request, rt *route, upgrade bool, rec *record) {
 	x.edit.r, x.edit.scheme = req, rt.scheme
+	x.appHost = append(x.appHost[:0], req.Header.Host()...)
 	req.Header.SetNoDefaultContentType(true)
 	stripRequestHops(&req.Header, x.hops, upgrade)
 	if rt.form != nil {

@@ -25,6 +25,8 @@ type route struct {
 	strip    bool
 	basePath string // upstream path without its trailing slash
 	upHost   string // Host header sent upstream
+	upName   string // the upstream's host name, without port, lower case
+	upPort   string // the upstream's port, explicit or the scheme's default
 	upstream string // upstream URL as configured, for logs
 	timeout  time.Duration
 	client   atomic.Pointer[fasthttp.HostClient] // swapped when the client certificate changes
@@ -43,6 +45,7 @@ type route struct {
 	signBody bool
 	scheme   string
 	metrics  *telemetry.RouteMetrics // nil without metrics
+	scrubbed *telemetry.Counter      // sidekey_secrets_scrubbed_total{route}; nil without metrics
 	dialer   func(string) (net.Conn, error)
 	// auditFields are the route's fixed audit fields (route, upstream),
 	// escaped once here rather than per request.
@@ -123,6 +126,10 @@ func compileRoute(rc config.Route, holders Holders, callers *callerTable, opts O
 	}
 	if rt.prefix == "" {
 		rt.prefix = "/"
+	}
+	rt.upName = strings.ToLower(u.Hostname())
+	if rt.upPort = u.Port(); rt.upPort == "" {
+		rt.upPort = rt.defaultPort()
 	}
 	if err := rt.compileTLS(u.Scheme, u.Hostname(), rc.UpstreamTLS, opts); err != nil {
 		return nil, fmt.Errorf("route %s: %w", rc.Name, err)

@@ -49,6 +49,11 @@ type Options struct {
 	ClientCert func(name string) ClientCertificate
 	// CAPool loads a pinned upstream CA bundle (upstream_tls.ca).
 	CAPool func(config.Ref) (*x509.CertPool, error)
+	// Scrub masks every live secret value in b, returning b itself when it
+	// holds none (telemetry.Redactor.Bytes); it must not allocate then.
+	// Response headers pass through it: an upstream that echoes the
+	// credential it was sent does not show it to the app. nil: no masking.
+	Scrub func(b []byte) []byte
 	// Retired reports an inbound TLS connection made with a certificate that
 	// has since been renewed: its response then carries Connection: close,
 	// so the client reconnects between requests and gets the new one.
@@ -126,6 +131,7 @@ func (p *Proxy) Reload(cfg *config.Config, holders Holders) error {
 		}
 		if p.opts.Metrics != nil {
 			rt.metrics = p.opts.Metrics.Route(rt.name)
+			rt.scrubbed = p.opts.Metrics.SecretsScrubbed(rt.name)
 		}
 		t.routes = append(t.routes, rt)
 	}

@@ -40,7 +40,10 @@ var (
 	familyCallersRefused = family{"sidekey.callers.refused", unitRequests,
 		"Requests refused before any credential was used, by reason (host_not_allowed, cross_origin_refused, caller_unauthenticated, caller_not_allowed).",
 		attribute.Key("reason")}
-	families = []family{familyCallersRefused}
+	familySecretsScrubbed = family{"sidekey.secrets.scrubbed", "{value}",
+		"Live secret values masked in responses, by route: echoed by the upstream in a header, or in a text body with scrub_body.",
+		attribute.Key("route")}
+	families = []family{familyCallersRefused, familySecretsScrubbed}
 )
 
 // CallersRefused returns the series of sidekey_callers_refused_total for
@@ -48,6 +51,12 @@ var (
 // request; later calls with the same reason return the same Counter.
 func (m *Metrics) CallersRefused(reason string) *Counter {
 	return m.counter(familyCallersRefused, reason)
+}
+
+// SecretsScrubbed returns the series of sidekey_secrets_scrubbed_total for
+// a route, creating it at 0.
+func (m *Metrics) SecretsScrubbed(route string) *Counter {
+	return m.counter(familySecretsScrubbed, route)
 }
 
 func (m *Metrics) counter(f family, value string) *Counter {

@@ -36,6 +36,8 @@ type liveSet struct {
 	values   []string // longest first
 	group    []int    // values[i]'s prefix, an index into prefixes
 	prefixes []string
+	// The same as bytes, so that Bytes converts nothing per call.
+	valuesB, prefixesB [][]byte
 }
 
 // NewRedactor returns an empty Redactor.
@@ -101,12 +103,21 @@ func (r *Redactor) publish() {
 		ls.group = append(ls.group, i)
 	}
 	ls.prefixes = prefixes
+	ls.valuesB, ls.prefixesB = asBytes(ls.values), asBytes(prefixes)
 	r.live.Store(ls)
 }
 
 // maxPrefixes bounds the prefixes looked up on the stack; a set with more
 // falls back to looking for every value.
 const maxPrefixes = 64
+
+func asBytes(ss []string) [][]byte {
+	out := make([][]byte, len(ss))
+	for i, s := range ss {
+		out[i] = []byte(s)
+	}
+	return out
+}
 
 func sortLongestFirst(s []string) {
 	for i := 1; i < len(s); i++ {
@@ -118,32 +129,36 @@ func sortLongestFirst(s []string) {
 
 // String returns s with every live secret replaced by Mask.
 func (r *Redactor) String(s string) string {
-	return scrub(r.live.Load(), s, strings.Contains, strings.ReplaceAll)
+	ls := r.live.Load()
+	return scrub(ls, s, ls.prefixes, ls.values, strings.Contains, strings.ReplaceAll, Mask)
 }
 
 // Bytes returns b with every live secret replaced by Mask. It returns b
-// itself when b holds none.
+// itself when b holds none, and then allocates nothing.
 func (r *Redactor) Bytes(b []byte) []byte {
-	return scrub(r.live.Load(), b, bytes.Contains, bytes.ReplaceAll)
+	ls := r.live.Load()
+	return scrub(ls, b, ls.prefixesB, ls.valuesB, bytes.Contains, bytes.ReplaceAll, maskBytes)
 }
 
-// scrub replaces every value of ls in t with Mask, longest first, looking
-// for a value only where its prefix occurs; contains and replaceAll are
-// those of package strings or bytes.
-func scrub[T string | []byte](ls *liveSet, t T, contains func(T, T) bool, replaceAll func(T, T, T) T) T {
+var maskBytes = []byte(Mask)
+
+// scrub replaces every value of ls in t with mask, longest first, looking
+// for a value only where its prefix occurs; prefixes and values are ls's
+// in t's type, contains and replaceAll those of package strings or bytes.
+func scrub[T string | []byte](ls *liveSet, t T, prefixes, values []T, contains func(T, T) bool, replaceAll func(T, T, T) T, mask T) T {
 	var seen [maxPrefixes]bool
-	few := len(ls.prefixes) <= maxPrefixes
+	few := len(prefixes) <= maxPrefixes
 	if few {
-		for i, p := range ls.prefixes {
-			seen[i] = contains(t, T(p))
+		for i, p := range prefixes {
+			seen[i] = contains(t, p)
 		}
 	}
-	for i, v := range ls.values {
+	for i, v := range values {
 		if few && !seen[ls.group[i]] {
 			continue
 		}
-		if contains(t, T(v)) {
-			t = replaceAll(t, T(v), T(Mask))
+		if contains(t, v) {
+			t = replaceAll(t, v, mask)
 		}
 	}
 	return t
