@@ -43,10 +43,10 @@ func TestMapLocation(t *testing.T) {
 		{stripped, app, "http://127.0.0.1:9000?x=1", "http://127.0.0.1:8080/hb/?x=1"},
 		{stripped, app, "//127.0.0.1:9000/get", "http://127.0.0.1:8080/hb/get"},
 		{stripped, app, "/relative/2", "/hb/relative/2"},
-		{stripped, app, "http://127.0.0.1:9001/get", ""},   // another port: another server
-		{stripped, app, "https://127.0.0.1:9000/get", ""},  // another scheme
-		{stripped, app, "http://evil.example/get", ""},     // elsewhere
-		{stripped, app, "relative/path", ""},               // relative to the request: already right
+		{stripped, app, "http://127.0.0.1:9001/get", ""},  // another port: another server
+		{stripped, app, "https://127.0.0.1:9000/get", ""}, // another scheme
+		{stripped, app, "http://evil.example/get", ""},    // elsewhere
+		{stripped, app, "relative/path", ""},              // relative to the request: already right
 		{stripped, tlsApp, "http://127.0.0.1:9000/x", "https://gw.example.com/hb/x"},
 		{stripped, unixApp, "http://127.0.0.1:9000/x", "/hb/x"}, // no TCP origin to name
 		{based, app, "https://api.example.com/v1/items/2", "http://127.0.0.1:8080/ex/items/2"},
