@@ -178,6 +178,9 @@ type Route struct {
 	UpstreamTLS *UpstreamTLS
 	// Callers, when set, are the only callers admitted to the route.
 	Callers []string
+	// ScrubBody masks live secret values in text response bodies too
+	// (response headers are always scrubbed).
+	ScrubBody bool
 }
 
 // Inject says which credential a route injects and in which form.

@@ -110,6 +110,7 @@ type fileRoute struct {
 	Timeout     *dur             `yaml:"timeout"`
 	UpstreamTLS *fileUpstreamTLS `yaml:"upstream_tls"`
 	Callers     []*str           `yaml:"callers"`
+	ScrubBody   *flag            `yaml:"scrub_body"`
 }
 
 type fileMatch struct {

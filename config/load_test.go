@@ -253,14 +253,14 @@ func TestLoadEveryKey(t *testing.T) {
 		t.Errorf("config = %+v", cfg)
 	}
 	wantCallers := []Caller{
-		{Name: "ci-runner", Line: 129, Token: &Ref{Kind: RefFile, Name: "/run/sidekey/ci-token"}, UID: -1},
-		{Name: "laptop", Line: 133, UID: 1000},
-		{Name: "payments", Line: 131, Cert: &CertMatch{URI: "spiffe://cluster.local/ns/payments/sa/app"}, UID: -1},
+		{Name: "ci-runner", Line: 130, Token: &Ref{Kind: RefFile, Name: "/run/sidekey/ci-token"}, UID: -1},
+		{Name: "laptop", Line: 134, UID: 1000},
+		{Name: "payments", Line: 132, Cert: &CertMatch{URI: "spiffe://cluster.local/ns/payments/sa/app"}, UID: -1},
 	}
 	if !reflect.DeepEqual(cfg.Callers, wantCallers) || !cfg.AllowAnonymous ||
 		!reflect.DeepEqual(cfg.AllowedHosts, []string{"gw.internal", "*.svc.cluster.local"}) ||
 		!reflect.DeepEqual(cfg.AllowedOrigins, []string{"https://app.example.com", "http://localhost:3000"}) ||
-		!reflect.DeepEqual(cfg.Routes[0].Callers, []string{"ci-runner", "payments"}) ||
+		!reflect.DeepEqual(cfg.Routes[0].Callers, []string{"ci-runner", "payments"}) || !cfg.Routes[0].ScrubBody || !cfg.MemoryLock ||
 		!reflect.DeepEqual(cfg.Routes[0].Inject.ByCaller, map[string]string{"ci-runner": "ci"}) ||
 		*cfg.TLS.ClientCA != (Ref{Kind: RefFile, Name: "/etc/sidekey/clients-ca.pem"}) {
 		t.Errorf("callers = %+v, anonymous %v, hosts %q, origins %q, route callers %q, by_caller %v, client_ca %v",

@@ -69,6 +69,7 @@ func (c *checker) route(path string, f *fileRoute, cfg *Config) Route {
 	c.match(path+".match", f.Match, &r)
 	r.Upstream = c.httpURL(path+".upstream", f.Upstream)
 	f.StripPrefix.to(&r.StripPrefix)
+	f.ScrubBody.to(&r.ScrubBody)
 	if r.StripPrefix && (f.Match == nil || !f.Match.has("path_prefix")) {
 		c.add(f.StripPrefix.line, path+".strip_prefix", "needs match.path_prefix")
 	}

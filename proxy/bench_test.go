@@ -73,7 +73,7 @@ func benchProxyWith(b *testing.B, dial func(string) (net.Conn, error), edit func
 	if dial == nil {
 		dial = func(string) (net.Conn, error) { return upLn.Dial() }
 	}
-	px, err := New(cfg, set, Options{Metrics: m, Audit: sink, Dial: dial, Scrub: red.Bytes})
+	px, err := New(cfg, set, Options{Metrics: m, Audit: sink, Dial: dial, Scrub: red})
 	if err != nil {
 		b.Fatal(err)
 	}

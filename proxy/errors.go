@@ -27,6 +27,7 @@ const (
 	codeRotateFailed  = "rotate_failed"
 	codeInternalError = "internal_error"
 	codeBodyTooLarge  = "request_body_too_large"
+	codeEncodedBody   = "upstream_body_encoded"
 )
 
 // errorStatus maps an error from the request path to its status and code.
@@ -41,6 +42,8 @@ func errorStatus(err error) (int, string) {
 		return fasthttp.StatusGatewayTimeout, codeTimeout
 	case errors.Is(err, fasthttp.ErrNoFreeConns):
 		return fasthttp.StatusServiceUnavailable, codeUpstreamBusy
+	case errors.Is(err, errEncodedBody):
+		return fasthttp.StatusBadGateway, codeEncodedBody
 	}
 	return fasthttp.StatusBadGateway, codeUpstream
 }

@@ -263,6 +263,9 @@ func (x *exchange) prepare(req *fasthttp.Request, rt *route, upgrade bool, rec *
 	if rt.form != nil {
 		rt.form.Strip(&x.edit)
 	}
+	if rt.bodyScrub != nil {
+		askIdentity(req)
+	}
 	uri := req.URI()
 	x.log = append(x.log[:0], x.cpath...)
 	if q := uri.QueryString(); len(q) > 0 {

@@ -39,8 +39,8 @@ func (p *Proxy) fixResponseHeaders(ctx *fasthttp.RequestCtx, x *exchange, rt *ro
 				nv = x.hbuf[start:]
 			}
 		}
-		if scrub := p.opts.Scrub; scrub != nil && len(nv) >= minScrubbed {
-			if s := scrub(nv); !sameBytes(s, nv) {
+		if sc := p.opts.Scrub; sc != nil && len(nv) >= minScrubbed {
+			if s := sc.Bytes(nv); !sameBytes(s, nv) {
 				nv, changed = s, true
 				scrubbed++
 			}

@@ -2,10 +2,13 @@ package proxy
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -103,7 +106,7 @@ func TestResponseHeadersFixed(t *testing.T) {
 	m, _ := telemetry.NewMetrics(telemetry.MetricsOptions{})
 	px, err := New(&config.Config{Routes: []config.Route{{Name: "r", PathPrefix: "/r/", Upstream: u, StripPrefix: true,
 		Timeout: 5 * time.Second, Inject: &config.Inject{Credential: "cred", As: "bearer"}}}}, set,
-		Options{Scrub: red.Bytes, Metrics: m})
+		Options{Scrub: red, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,5 +145,93 @@ func TestResponseHeadersFixed(t *testing.T) {
 	}
 	if n := m.SecretsScrubbed("r").Value(); n != 3 {
 		t.Errorf("scrubbed %d values, want 3", n)
+	}
+}
+
+// With scrub_body, live secrets in text bodies are masked, in bodies read
+// whole and in streamed ones, also where a secret spans two reads; other
+// bodies pass as they are, and an encoded text body is refused.
+func TestScrubBody(t *testing.T) {
+	const tok = "tok-in-the-body-42"
+	var sawEncoding atomic.Pointer[string]
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ae := r.Header.Get("Accept-Encoding")
+		sawEncoding.Store(&ae)
+		switch r.URL.Path {
+		case "/json":
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"token":%q}`, tok)
+		case "/big":
+			w.Header().Set("Content-Type", "text/plain")
+			pad := strings.Repeat("x", 100<<10-7) // the token spans the first 32 KiB reads' ends somewhere
+			fmt.Fprint(w, pad+tok+pad+tok)
+		case "/sse":
+			w.Header().Set("Content-Type", "text/event-stream")
+			f := w.(http.Flusher)
+			fmt.Fprint(w, "data: "+tok[:7])
+			f.Flush()
+			time.Sleep(50 * time.Millisecond) // the secret arrives in two pieces
+			fmt.Fprint(w, tok[7:]+"\n\ndata: next\n\n")
+			f.Flush()
+		case "/binary":
+			w.Header().Set("Content-Type", "application/octet-stream")
+			fmt.Fprint(w, tok)
+		case "/gzip":
+			w.Header().Set("Content-Type", "text/plain")
+			w.Header().Set("Content-Encoding", "gzip")
+			fmt.Fprint(w, "\x1f\x8b...")
+		}
+	}))
+	t.Cleanup(srv.Close)
+	u, _ := url.Parse(srv.URL)
+	red := telemetry.NewRedactor()
+	e := &env{}
+	e.set("TOKEN", tok)
+	set, err := injector.NewSet([]config.Credential{{Name: "cred", Source: "env", EnvName: "TOKEN"}},
+		injector.SetOptions{Secrets: red, NewSource: func(config.Credential) (injector.Source, error) {
+			return &injector.EnvSource{Name: "TOKEN", Lookup: e.lookup}, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := set.Holder("cred").Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	px, err := New(&config.Config{Routes: []config.Route{{Name: "r", PathPrefix: "/r/", Upstream: u, StripPrefix: true,
+		Timeout: 5 * time.Second, ScrubBody: true, Inject: &config.Inject{Credential: "cred", As: "bearer"}}}}, set,
+		Options{Scrub: red})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := serve(t, px)
+	fetch := func(path string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", base+"/r"+path, nil)
+		req.Header.Set("Accept-Encoding", "gzip")
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if status, b := fetch("/json"); status != 200 || b != `{"token":"[REDACTED]"}` {
+		t.Errorf("json: %d %q", status, b)
+	}
+	if *sawEncoding.Load() != "identity" {
+		t.Errorf("the upstream was asked for %q, want identity", *sawEncoding.Load())
+	}
+	if status, b := fetch("/big"); status != 200 || strings.Contains(b, tok) || strings.Count(b, "[REDACTED]") != 2 {
+		t.Errorf("big: %d, %d masks, token present %v", status, strings.Count(b, "[REDACTED]"), strings.Contains(b, tok))
+	}
+	if status, b := fetch("/sse"); status != 200 || b != "data: [REDACTED]\n\ndata: next\n\n" {
+		t.Errorf("sse: %d %q", status, b)
+	}
+	if status, b := fetch("/binary"); status != 200 || b != tok {
+		t.Errorf("binary: %d %q (not text: passed as it is)", status, b)
+	}
+	if status, b := fetch("/gzip"); status != 502 || !strings.Contains(b, "upstream_body_encoded") {
+		t.Errorf("gzip: %d %q", status, b)
 	}
 }

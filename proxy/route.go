@@ -42,11 +42,12 @@ type route struct {
 	queryParam string // the injected query parameter, redacted in logs
 	// signBody: the form signs a hash of the body, so a streamed body is
 	// read into memory first (aws-sigv4 for services other than S3).
-	signBody bool
-	scheme   string
-	metrics  *telemetry.RouteMetrics // nil without metrics
-	scrubbed *telemetry.Counter      // sidekey_secrets_scrubbed_total{route}; nil without metrics
-	dialer   func(string) (net.Conn, error)
+	signBody  bool
+	scheme    string
+	metrics   *telemetry.RouteMetrics // nil without metrics
+	scrubbed  *telemetry.Counter      // sidekey_secrets_scrubbed_total{route}; nil without metrics
+	bodyScrub *bodyScrub              // scrub_body: true; nil otherwise
+	dialer    func(string) (net.Conn, error)
 	// auditFields are the route's fixed audit fields (route, upstream),
 	// escaped once here rather than per request.
 	auditFields auditKey
@@ -140,6 +141,12 @@ func compileRoute(rc config.Route, holders Holders, callers *callerTable, opts O
 	if err := rt.compileCallers(rc.Callers, callers); err != nil {
 		return nil, fmt.Errorf("route %s: %w", rc.Name, err)
 	}
+	if opts.Metrics != nil {
+		rt.scrubbed = opts.Metrics.SecretsScrubbed(rt.name)
+	}
+	if rc.ScrubBody && opts.Scrub != nil {
+		rt.bodyScrub = &bodyScrub{sc: opts.Scrub, counter: rt.scrubbed}
+	}
 	rt.client.Store(rt.newClient())
 	rt.auditFields = routeFields(rt)
 	return rt, nil
@@ -195,7 +202,7 @@ func (rt *route) newClient() *fasthttp.HostClient {
 		MaxIdleConnDuration: 30 * time.Second,
 		ReadBufferSize:      clientReadBuffer,
 		WriteBufferSize:     clientWriteBuffer,
-		Transport:           upstreamTransport{bufferMax: bufferedBodyMax},
+		Transport:           upstreamTransport{bufferMax: bufferedBodyMax, scrub: rt.bodyScrub},
 		Dial:                rt.dialIdle,
 	}
 }

@@ -49,15 +49,25 @@ type Options struct {
 	ClientCert func(name string) ClientCertificate
 	// CAPool loads a pinned upstream CA bundle (upstream_tls.ca).
 	CAPool func(config.Ref) (*x509.CertPool, error)
-	// Scrub masks every live secret value in b, returning b itself when it
-	// holds none (telemetry.Redactor.Bytes); it must not allocate then.
-	// Response headers pass through it: an upstream that echoes the
-	// credential it was sent does not show it to the app. nil: no masking.
-	Scrub func(b []byte) []byte
+	// Scrub masks the live secret values that an upstream echoes in its
+	// response headers (always) and text bodies (routes with scrub_body),
+	// so that the app never sees a credential; *telemetry.Redactor
+	// implements it. nil: no masking.
+	Scrub Scrubber
 	// Retired reports an inbound TLS connection made with a certificate that
 	// has since been renewed: its response then carries Connection: close,
 	// so the client reconnects between requests and gets the new one.
 	Retired func(net.Conn) bool
+}
+
+// Scrubber masks live secret values.
+type Scrubber interface {
+	// Bytes returns b with every live secret masked, or b itself, without
+	// allocating, when it holds none.
+	Bytes(b []byte) []byte
+	// Pending is how many bytes at the end of b could begin a live secret
+	// that continues past it.
+	Pending(b []byte) int
 }
 
 // table is one routing configuration, immutable once built.
@@ -131,7 +141,6 @@ func (p *Proxy) Reload(cfg *config.Config, holders Holders) error {
 		}
 		if p.opts.Metrics != nil {
 			rt.metrics = p.opts.Metrics.Route(rt.name)
-			rt.scrubbed = p.opts.Metrics.SecretsScrubbed(rt.name)
 		}
 		t.routes = append(t.routes, rt)
 	}

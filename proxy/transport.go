@@ -19,7 +19,10 @@ import (
 //
 // The route timeout is not enforced here but per read and write by
 // idleConn, so no deadline is set on the connection.
-type upstreamTransport struct{ bufferMax int }
+type upstreamTransport struct {
+	bufferMax int
+	scrub     *bodyScrub // scrub_body routes; nil for the others
+}
 
 // maxInterim bounds 1xx responses before the final one.
 const maxInterim = 8
@@ -62,12 +65,21 @@ func (t upstreamTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Requ
 	}
 	keep := !req.ConnectionClose() && !resp.ConnectionClose()
 	cl := resp.Header.ContentLength()
+	scrub, err := t.scrub.check(&resp.Header)
+	if err != nil {
+		hc.ReleaseReader(br)
+		hc.CloseConn(cc)
+		return false, err
+	}
 	if skipBody || bodyless(resp.StatusCode()) || (cl >= 0 && cl <= t.bufferMax) {
 		if !skipBody && !bodyless(resp.StatusCode()) {
 			if err := resp.ReadBody(br, t.bufferMax); err != nil {
 				hc.ReleaseReader(br)
 				hc.CloseConn(cc)
 				return false, err
+			}
+			if scrub {
+				t.scrub.inPlace(resp)
 			}
 		}
 		hc.ReleaseReader(br)
@@ -78,7 +90,12 @@ func (t upstreamTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Requ
 		}
 		return false, nil
 	}
-	streamBody(hc, cc, br, resp, keep, (*fasthttp.HostClient).ReleaseConn, (*fasthttp.HostClient).CloseConn)
+	body, size := streamBody(hc, cc, br, resp, keep, (*fasthttp.HostClient).ReleaseConn, (*fasthttp.HostClient).CloseConn)
+	if scrub {
+		// Masking changes the length: the app gets the body chunked.
+		body, size = &scrubReader{src: body, bs: t.scrub}, -1
+	}
+	resp.SetBodyStream(body, size)
 	return false, nil
 }
 
@@ -123,9 +140,10 @@ type upstreamBody[C any] struct {
 // upstreamBodies pools upstreamBody values; one instantiation is ever used.
 var upstreamBodies sync.Pool
 
-// streamBody hands the rest of the response to the app as a body stream.
+// streamBody returns the rest of the response as a body stream for the
+// app, and its size (-1: chunked to the app).
 func streamBody[C any](hc *fasthttp.HostClient, cc C, br *bufio.Reader, resp *fasthttp.Response, keep bool,
-	release, closeConn func(*fasthttp.HostClient, C)) {
+	release, closeConn func(*fasthttp.HostClient, C)) (io.ReadCloser, int) {
 	b, _ := upstreamBodies.Get().(*upstreamBody[C])
 	if b == nil {
 		b = new(upstreamBody[C])
@@ -140,7 +158,7 @@ func streamBody[C any](hc *fasthttp.HostClient, cc C, br *bufio.Reader, resp *fa
 	if cl < 0 {
 		cl = -1 // re-chunked to the app
 	}
-	resp.SetBodyStream(b, cl)
+	return b, cl
 }
 
 func (b *upstreamBody[C]) Read(p []byte) (int, error) {

@@ -142,6 +142,24 @@ func (r *Redactor) Bytes(b []byte) []byte {
 
 var maskBytes = []byte(Mask)
 
+// Pending is how many bytes at the end of b could be the start of a live
+// secret that continues past it: a stream scrubbed piece by piece holds
+// those back until the next piece shows whether they are one. 0 when no
+// live secret starts within b's tail.
+func (r *Redactor) Pending(b []byte) int {
+	ls := r.live.Load()
+	hold := 0
+	for _, v := range ls.valuesB {
+		for i := max(0, len(b)-len(v)+1); i < len(b)-hold; i++ {
+			if b[i] == v[0] && bytes.HasPrefix(v, b[i:]) {
+				hold = len(b) - i
+				break
+			}
+		}
+	}
+	return hold
+}
+
 // scrub replaces every value of ls in t with mask, longest first, looking
 // for a value only where its prefix occurs; prefixes and values are ls's
 // in t's type, contains and replaceAll those of package strings or bytes.

@@ -123,3 +123,23 @@ func BenchmarkRedactorRotate(b *testing.B) {
 		r.Remove(vals[i])
 	}
 }
+
+func TestRedactorPending(t *testing.T) {
+	r := NewRedactor()
+	r.Add("secret-value-1", "other-secret")
+	for b, want := range map[string]int{
+		"":                       0,
+		"nothing here":           0,
+		"data: sec":              3,
+		"data: secret-value-":    13,
+		"data: secret-value-1":   0, // whole: the scrub masks it, nothing is pending
+		"x other-s":              7,
+		"secret-value-1 and oth": 3,
+		"s":                      1,
+		"data: event\n\n":        0,
+	} {
+		if got := r.Pending([]byte(b)); got != want {
+			t.Errorf("Pending(%q) = %d, want %d", b, got, want)
+		}
+	}
+}
