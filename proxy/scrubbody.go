@@ -75,9 +75,9 @@ type scrubReader struct {
 	src   io.Reader
 	bs    *bodyScrub
 	ready []byte // scrubbed, to hand out
-	held    []byte // scrubbed, held back
-	buf     []byte
-	err     error // src's error, handed out after the bytes before it
+	held  []byte // scrubbed, held back
+	buf   []byte
+	err   error // src's error, handed out after the bytes before it
 }
 
 func (r *scrubReader) Read(p []byte) (int, error) {
