@@ -10,13 +10,14 @@ import (
 // hopHeaders are hop-by-hop headers (RFC 9110 section 7.6.1) removed in both
 // directions, as net/http/httputil's ReverseProxy does. Connection and
 // Transfer-Encoding are handled separately: fasthttp manages their framing.
+// Trailer is not one of them: it announces the trailer fields, which are
+// relayed with the chunked body they end (RFC 9110 section 6.6.2).
 var hopHeaders = []string{
 	"Keep-Alive",
 	"Proxy-Connection",
 	"Proxy-Authenticate",
 	"Proxy-Authorization",
 	"Te",
-	"Trailer",
 	"Upgrade",
 }
 

@@ -127,6 +127,7 @@ func bodyless(code int) bool {
 // not exported; release and closeConn are HostClient's methods for it.
 type upstreamBody[C any] struct {
 	hc        *fasthttp.HostClient
+	resp      *fasthttp.Response // the app's, which gets the trailer fields
 	cc        C
 	br        *bufio.Reader
 	scratch   *fasthttp.Response // decodes the framing: length, chunks, trailers
@@ -153,7 +154,7 @@ func streamBody[C any](hc *fasthttp.HostClient, cc C, br *bufio.Reader, resp *fa
 	scratch.Header.SetContentLength(cl)
 	scratch.StreamBody = true
 	_ = scratch.ReadBody(br, 0) // with StreamBody it only wraps br
-	*b = upstreamBody[C]{hc: hc, cc: cc, br: br, scratch: scratch, body: scratch.BodyStream(),
+	*b = upstreamBody[C]{hc: hc, resp: resp, cc: cc, br: br, scratch: scratch, body: scratch.BodyStream(),
 		keep: keep && cl != -2, release: release, closeConn: closeConn}
 	if cl < 0 {
 		cl = -1 // re-chunked to the app
@@ -163,10 +164,21 @@ func streamBody[C any](hc *fasthttp.HostClient, cc C, br *bufio.Reader, resp *fa
 
 func (b *upstreamBody[C]) Read(p []byte) (int, error) {
 	n, err := b.body.Read(p)
-	if err == io.EOF {
+	if err == io.EOF && !b.eof {
 		b.eof = true
+		copyTrailers(&b.resp.Header, &b.scratch.Header)
 	}
 	return n, err
+}
+
+// copyTrailers gives the app's response the trailer fields read after the
+// upstream's last chunk: the server writes them after the body's end.
+func copyTrailers(dst, src *fasthttp.ResponseHeader) {
+	for k := range src.Trailers() {
+		if v := src.PeekBytes(k); len(v) > 0 {
+			dst.SetBytesKV(k, v)
+		}
+	}
 }
 
 // Close releases the upstream connection; the server calls it once the
