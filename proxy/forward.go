@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -36,6 +37,7 @@ type exchange struct {
 	appHost []byte       // the Host the app called, copied before the request is rewritten
 	tls     bool         // the app called over TLS
 	unix    bool         // the app called over a unix socket
+	upload  appBody      // the app's streamed body, as sent upstream
 	pairs   []headerPair // response header pass (fixResponseHeaders)
 	hbuf    []byte       // its scratch space
 }
@@ -144,6 +146,8 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, x *exchange, rec *re
 			// A streamed upload may outlast the server's read timeout, which
 			// exists to bound slow headers; the route timeout bounds the rest.
 			_ = ctx.SetReadDeadline(time.Time{})
+			x.upload = appBody{r: req.BodyStream(), left: int64(req.Header.ContentLength())}
+			req.SetBodyStream(&x.upload, req.Header.ContentLength())
 		}
 	}
 	if rec.cred = rt.credFor(rec.caller); rec.cred != nil {
@@ -160,8 +164,12 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, x *exchange, rec *re
 	upgrade := x.hops&hopConnection != 0 && isUpgrade(&req.Header)
 	x.prepare(req, rt, upgrade, rec)
 	if rt.signBody {
-		if err := bufferBody(req); err != nil {
+		if err := bufferBody(req); errors.Is(err, errBodyTooLarge) {
 			writeError(ctx, fasthttp.StatusRequestEntityTooLarge, codeBodyTooLarge, "")
+			return
+		} else if err != nil {
+			writeError(ctx, fasthttp.StatusBadRequest, codeBadRequest, "")
+			ctx.SetConnectionClose()
 			return
 		}
 	}
@@ -202,6 +210,15 @@ func (p *Proxy) exchange(ctx *fasthttp.RequestCtx, x *exchange, rt *route, rec *
 	rec.upstream = time.Since(start)
 	rec.elapsed = start.Sub(rec.start) + rec.upstream
 	endClientSpan(span, resp.StatusCode(), err)
+	if err != nil && x.upload.err != nil {
+		// The app's body broke off (a malformed chunk, a body shorter than
+		// its length): its error, not the upstream's. The upstream connection,
+		// holding part of a request, was closed, and so is the app's.
+		p.opts.Log.WithField("route", rt.name).WithError(x.upload.err).Debug("reading the request body failed")
+		writeError(ctx, fasthttp.StatusBadRequest, codeBadRequest, "")
+		ctx.SetConnectionClose()
+		return
+	}
 	if err != nil {
 		status, code := errorStatus(err)
 		p.opts.Log.WithField("route", rt.name).WithError(err).Debug("upstream request failed")
@@ -239,12 +256,36 @@ func (x *exchange) readBody(req *fasthttp.Request, cl int) error {
 	return nil
 }
 
+// appBody is the app's streamed request body on its way upstream. It keeps
+// the first error reading it, so that a broken body is told apart from a
+// broken upstream.
+type appBody struct {
+	r    io.Reader
+	left int64 // bytes still due of a body with a length; <0: chunked
+	err  error
+}
+
+func (b *appBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if b.left >= 0 {
+		b.left -= int64(n)
+		if err == io.EOF && b.left > 0 {
+			err = io.ErrUnexpectedEOF // the app sent less than it announced
+		}
+	}
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+	}
+	return n, err
+}
+
 // keptBody is the largest body buffer an exchange keeps for the next
 // request; a larger one, read for a larger body, goes to the collector.
 const keptBody = 8 << 10
 
 // put returns x to the pool.
 func (x *exchange) put() {
+	x.upload = appBody{}
 	if cap(x.body) > keptBody {
 		x.body = nil
 	}

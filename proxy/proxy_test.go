@@ -376,3 +376,22 @@ func TestRequestIDForwarded(t *testing.T) {
 		})
 	}
 }
+
+// A streamed body that breaks off — a malformed chunk, or fewer bytes than
+// its length past what is read whole — is the app's error: 400, not 502.
+func TestBrokenStreamedBodyIs400(t *testing.T) {
+	_, base := startBearerProxy(t, "tok")
+	req, _ := http.NewRequest("GET", base+"/b/ok", nil)
+	get(t, req, 200).Body.Close()
+	addr := strings.TrimPrefix(base, "http://")
+	for name, raw := range map[string]string{
+		"bad chunk size": "POST /b/x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+		"short body":     "POST /b/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 200000\r\n\r\n" + strings.Repeat("a", 100000),
+	} {
+		status, body := rawSend(t, addr, raw, true)
+		if status != 400 || !strings.Contains(body, `"error":"bad_request"`) {
+			t.Errorf("%s: got %d %s, want 400 bad_request", name, status, body)
+		}
+	}
+	get(t, req, 200).Body.Close() // still serving
+}
