@@ -232,6 +232,9 @@ func (p *Proxy) exchange(ctx *fasthttp.RequestCtx, x *exchange, rt *route, rec *
 	}
 	if resp.IsBodyStream() {
 		resp.ImmediateHeaderFlush = true
+		if d, ok := resp.BodyStream().(directBody); ok && resp.Header.ContentLength() >= 0 {
+			d.writeDirect(ctx.Conn())
+		}
 	}
 }
 

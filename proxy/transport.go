@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"io"
+	"net"
 	"sync"
 
 	"github.com/valyala/fasthttp"
@@ -71,7 +72,10 @@ func (t upstreamTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Requ
 		hc.CloseConn(cc)
 		return false, err
 	}
-	if skipBody || bodyless(resp.StatusCode()) || (cl >= 0 && cl <= t.bufferMax) {
+	// A small body that came with the head is read whole; one that is still
+	// on its way streams, so that its bytes reach the app as they arrive
+	// (a slow upstream's first byte is not held until its last).
+	if skipBody || bodyless(resp.StatusCode()) || (cl >= 0 && cl <= t.bufferMax && br.Buffered() >= cl) {
 		if !skipBody && !bodyless(resp.StatusCode()) {
 			if err := resp.ReadBody(br, t.bufferMax); err != nil {
 				hc.ReleaseReader(br)
@@ -128,6 +132,7 @@ func bodyless(code int) bool {
 type upstreamBody[C any] struct {
 	hc        *fasthttp.HostClient
 	resp      *fasthttp.Response // the app's, which gets the trailer fields
+	direct    net.Conn           // the app's connection, for a body of known length (see WriteTo)
 	cc        C
 	br        *bufio.Reader
 	scratch   *fasthttp.Response // decodes the framing: length, chunks, trailers
@@ -180,6 +185,49 @@ func copyTrailers(dst, src *fasthttp.ResponseHeader) {
 		}
 	}
 }
+
+// writeDirect has a body of known length written straight to the app's
+// connection (see WriteTo).
+func (b *upstreamBody[C]) writeDirect(c net.Conn) { b.direct = c }
+
+// SupportsBodyWriteTo tells the server to hand the body to WriteTo, which
+// it does for a body of known length, once the head is flushed.
+func (b *upstreamBody[C]) SupportsBodyWriteTo() bool { return b.direct != nil }
+
+// WriteTo copies a body of known length to the app's connection itself,
+// each piece as it arrives. The server's own copy would hold the pieces in
+// its write buffer until 4 KiB gathered or the body ended, and a slow
+// upstream's first byte would wait for its last. The server flushed the
+// head before (ImmediateHeaderFlush), so the buffer is empty, and it checks
+// the count returned against the length, as it does for its own copy.
+func (b *upstreamBody[C]) WriteTo(io.Writer) (int64, error) {
+	buf := copyBufs.Get().(*[copyBufSize]byte)
+	defer copyBufs.Put(buf)
+	var n int64
+	for {
+		nr, err := b.Read(buf[:])
+		if nr > 0 {
+			nw, werr := b.direct.Write(buf[:nr])
+			n += int64(nw)
+			if werr != nil {
+				return n, werr
+			}
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+const copyBufSize = 32 << 10
+
+var copyBufs = sync.Pool{New: func() any { return new([copyBufSize]byte) }}
+
+// directBody is a response body that can be written straight to the app.
+type directBody interface{ writeDirect(net.Conn) }
 
 // Close releases the upstream connection; the server calls it once the
 // body is written, or when the app went away.
