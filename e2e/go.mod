@@ -10,6 +10,7 @@ require (
 	github.com/hashicorp/vault-plugin-secrets-kv v0.21.0
 	github.com/hashicorp/vault/api v1.23.0
 	github.com/hashicorp/vault/sdk v0.17.0
+	github.com/mccutchen/go-httpbin/v2 v2.26.0
 	github.com/sidekey/sidekey v0.0.0
 	github.com/sirupsen/logrus v1.10.2
 )
