@@ -158,7 +158,10 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, x *exchange, rec *re
 		}
 		rec.version = v // released by handle
 	}
+	// The app's wish to close its connection (Connection: close, HTTP/1.0)
+	// is its own: the upstream connection stays in the pool.
 	clientClose := req.Header.ConnectionClose()
+	req.Header.ResetConnectionClose()
 	x.tls = ctx.IsTLS()
 	_, x.unix = ctx.LocalAddr().(*net.UnixAddr)
 	upgrade := x.hops&hopConnection != 0 && isUpgrade(&req.Header)

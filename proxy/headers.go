@@ -74,12 +74,28 @@ func hopMask(all iter.Seq2[[]byte, []byte]) uint16 {
 
 // scanRequest reads an app request's headers once into x: their hop-by-hop
 // mask, the first X-Request-Id, Origin and Sec-Fetch-Site (copied: header
-// edits reuse the memory of a deleted header's value).
+// edits reuse the memory of a deleted header's value). It reads the raw
+// header lines rather than fasthttp's parsed headers, whose iteration
+// parses the Cookie header into cookies, and the request would then go
+// upstream with its cookies written anew (quotes dropped, lines merged)
+// instead of as the app sent them.
 func scanRequest(h *fasthttp.RequestHeader, x *exchange) {
 	var mask uint16
 	x.rid, x.origin, x.site = x.rid[:0], x.origin[:0], x.site[:0]
 	found := false
-	for k, v := range h.All() {
+	raw := h.RawHeaders()
+	for len(raw) > 0 {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = nil
+		}
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		v = bytes.TrimSpace(v)
 		mask |= hopBit(k)
 		switch len(k) {
 		case len(headerRequestID):

@@ -2,23 +2,25 @@ package proxy
 
 import "errors"
 
-// errBadPath is a request path that cannot be made canonical: a '%' not
-// followed by two hex digits.
-var errBadPath = errors.New("malformed percent-encoding in the path")
+// errBadPath is a request path sidekey will not forward: a '%' not followed
+// by two hex digits, or a segment that hides a dot segment behind an
+// encoded slash or backslash ("..%2F").
+var errBadPath = errors.New("malformed or ambiguous path")
 
 // canonicalPath appends to dst the form of a raw request path (as the app
 // sent it, without the query) that sidekey both routes on and forwards:
 //
-//   - percent-encoded unreserved characters (RFC 3986 §2.3: letters,
-//     digits, '-', '.', '_', '~') are decoded, every other escape is kept,
-//     its hex digits upper-cased: "%2F" stays "%2F", so GitLab's
-//     "projects/group%2Fproject" reaches the upstream as sent, and "%2e"
-//     becomes the '.' it means;
-//   - repeated slashes collapse and "." and ".." segments are removed
-//     (RFC 3986 §5.2.4), so "/github/../internal/" is "/internal/", and no
-//     spelling of a path can climb out of a route's prefix: a ".." cannot
-//     hide behind an escape once "%2e" is decoded, and an encoded slash is
-//     no separator, here or in the routing.
+//   - each segment goes on byte for byte as the app sent it, escapes
+//     included: "%2F" stays "%2F", so GitLab's "projects/group%2Fproject"
+//     reaches the upstream as sent, and so do "%5C", "%25" and the case of
+//     every escape's hex digits;
+//   - repeated slashes collapse, and "." and ".." segments are resolved
+//     (RFC 3986 §5.2.4), also when their dots are escaped ("%2e%2E"), so
+//     "/github/../internal/" is "/internal/" and no spelling of a path
+//     climbs out of a route's prefix or the upstream's base path;
+//   - a segment that an upstream decoding "%2F" or "%5C" as a separator
+//     would read as climbing ("..%2Finternal", "a%5C..") is refused: an
+//     encoded slash is no separator here, but it may be one there.
 //
 // The result starts with '/', and keeps a trailing slash. It allocates
 // only when dst must grow.
@@ -33,32 +35,22 @@ func canonicalPath(dst, raw []byte) ([]byte, error) {
 		if i == len(raw) {
 			break
 		}
-		seg := len(dst)
-		for i < len(raw) && raw[i] != '/' {
-			c := raw[i]
-			if c != '%' {
-				dst = append(dst, c)
-				i++
-				continue
-			}
-			if i+2 >= len(raw) || !isHex(raw[i+1]) || !isHex(raw[i+2]) {
-				return dst[:start], errBadPath
-			}
-			d := unhex(raw[i+1])<<4 | unhex(raw[i+2])
-			if unreserved(d) {
-				dst = append(dst, d)
-			} else {
-				dst = append(dst, '%', upper(raw[i+1]), upper(raw[i+2]))
-			}
-			i += 3
+		j := i
+		for j < len(raw) && raw[j] != '/' {
+			j++
 		}
-		switch lastDot = true; string(dst[seg:]) {
-		case ".":
-			dst = dst[:seg]
-		case "..":
-			dst = dst[:parentEnd(dst[:seg], start)]
+		seg := raw[i:j]
+		i = j
+		kind, err := segmentKind(seg)
+		if err != nil {
+			return dst[:start], err
+		}
+		switch lastDot = true; kind {
+		case segDot:
+		case segDotDot:
+			dst = dst[:parentEnd(dst, start)]
 		default:
-			dst, lastDot = append(dst, '/'), false
+			dst, lastDot = append(append(dst, seg...), '/'), false
 		}
 	}
 	// A trailing slash stays where the app sent one, and after a final dot
@@ -67,6 +59,53 @@ func canonicalPath(dst, raw []byte) ([]byte, error) {
 		dst = dst[:len(dst)-1]
 	}
 	return dst, nil
+}
+
+type segKind uint8
+
+const (
+	segName segKind = iota
+	segDot
+	segDotDot
+)
+
+// segmentKind tells a dot segment, written plainly or with escaped dots,
+// from any other, checking the segment's escapes. A segment holding an
+// encoded slash or backslash (or a literal backslash) is a name here, but
+// an upstream may split it there: it is refused when one of its parts
+// would then be a dot segment.
+func segmentKind(seg []byte) (segKind, error) {
+	parts, bad := 1, false
+	dots, other := 0, false // the current part: its leading dots, and whether anything else came
+	isDots := func() bool { return !other && (dots == 1 || dots == 2) }
+	for k := 0; k < len(seg); k++ {
+		c := seg[k]
+		if c == '%' {
+			if k+2 >= len(seg) || !isHex(seg[k+1]) || !isHex(seg[k+2]) {
+				return 0, errBadPath
+			}
+			c = unhex(seg[k+1])<<4 | unhex(seg[k+2])
+			k += 2
+		}
+		switch {
+		case c == '/' || c == '\\':
+			bad = bad || isDots()
+			parts, dots, other = parts+1, 0, false
+		case c == '.' && !other:
+			dots++
+		default:
+			other = true
+		}
+	}
+	switch {
+	case parts > 1 && (bad || isDots()):
+		return 0, errBadPath
+	case parts > 1 || !isDots():
+		return segName, nil
+	case dots == 1:
+		return segDot, nil
+	}
+	return segDotDot, nil
 }
 
 // parentEnd is the length of p (which ends in '/') once its last segment
@@ -92,15 +131,4 @@ func unhex(c byte) byte {
 		return c - 'a' + 10
 	}
 	return c - 'A' + 10
-}
-
-func upper(c byte) byte {
-	if 'a' <= c && c <= 'f' {
-		return c - 'a' + 'A'
-	}
-	return c
-}
-
-func unreserved(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
 }

@@ -64,6 +64,12 @@ func (t upstreamTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Requ
 		hc.CloseConn(cc)
 		return true, err
 	}
+	if skipBody && resp.Header.ContentLength() == -2 && resp.Header.IsHTTP11() {
+		// fasthttp reads a missing length as a body delimited by the
+		// connection's close, but an answer to HEAD has no body at all: the
+		// upstream's connection, and the app's, stay open.
+		resp.Header.ResetConnectionClose()
+	}
 	keep := !req.ConnectionClose() && !resp.ConnectionClose()
 	cl := resp.Header.ContentLength()
 	scrub, err := t.scrub.check(&resp.Header)
@@ -74,8 +80,11 @@ func (t upstreamTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Requ
 	}
 	// A small body that came with the head is read whole; one that is still
 	// on its way streams, so that its bytes reach the app as they arrive
-	// (a slow upstream's first byte is not held until its last).
-	if skipBody || bodyless(resp.StatusCode()) || (cl >= 0 && cl <= t.bufferMax && br.Buffered() >= cl) {
+	// (a slow upstream's first byte is not held until its last) — but on a
+	// scrub_body route, where a small text body is read whole anyway, so
+	// that it keeps its length.
+	small := cl >= 0 && cl <= t.bufferMax && (br.Buffered() >= cl || scrub)
+	if skipBody || bodyless(resp.StatusCode()) || small {
 		if !skipBody && !bodyless(resp.StatusCode()) {
 			if err := resp.ReadBody(br, t.bufferMax); err != nil {
 				hc.ReleaseReader(br)
