@@ -15,6 +15,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
+	"github.com/sidekey/sidekey/config"
 	"github.com/sidekey/sidekey/injector"
 	"github.com/sidekey/sidekey/telemetry"
 )
@@ -49,8 +50,17 @@ type Admin struct {
 	Log           logrus.FieldLogger
 
 	token   atomic.Pointer[string]
+	admit   atomic.Pointer[admission]
 	metrics fasthttp.RequestHandler
 	srv     *fasthttp.Server
+}
+
+// SetPolicy sets the Host and browser defence from cfg (allowed_hosts,
+// allowed_origins): the admin API answers only requests for its own
+// names, never a web page's rebound or cross-site ones. Safe to call while
+// serving (a reload changes it); before the first call nothing is refused.
+func (a *Admin) SetPolicy(cfg *config.Config) {
+	a.admit.Store(newAdmission(&config.Config{AllowedHosts: cfg.AllowedHosts, AllowedOrigins: cfg.AllowedOrigins}))
 }
 
 // SetToken sets the admin token required on POST calls; "" requires none.
@@ -97,6 +107,14 @@ func (a *Admin) Shutdown(ctx context.Context) error {
 
 func (a *Admin) handle(ctx *fasthttp.RequestCtx) {
 	path := string(ctx.Path())
+	if code := a.refusal(ctx, path); code != "" {
+		status := fasthttp.StatusForbidden
+		if code == codeHostNotAllowed {
+			status = fasthttp.StatusMisdirectedRequest
+		}
+		writeError(ctx, status, code, "")
+		return
+	}
 	switch {
 	case path == "/healthz":
 		a.get(ctx, func() { ctx.SetContentType("text/plain; charset=utf-8"); ctx.SetBodyString("ok\n") })
@@ -115,6 +133,24 @@ func (a *Admin) handle(ctx *fasthttp.RequestCtx) {
 	default:
 		writeError(ctx, fasthttp.StatusNotFound, codeNotFound, "")
 	}
+}
+
+// refusal applies the Host and browser defence to an admin request. A
+// liveness probe (/healthz) passes whatever its Host: load balancers send
+// their own, and it tells nothing.
+func (a *Admin) refusal(ctx *fasthttp.RequestCtx, path string) string {
+	ad := a.admit.Load()
+	if ad == nil {
+		return ""
+	}
+	h := &ctx.Request.Header
+	if path != "/healthz" && !ad.hostAllowed(h.Host(), ctx.LocalAddr()) {
+		return codeHostNotAllowed
+	}
+	if ad.crossOrigin(h.Peek(headerOrigin), h.Peek(headerSecFetchSite), h.Host(), ctx.IsTLS()) {
+		return codeCrossOrigin
+	}
+	return ""
 }
 
 func (a *Admin) get(ctx *fasthttp.RequestCtx, answer func()) {

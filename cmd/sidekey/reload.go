@@ -70,6 +70,7 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 	d.set = next
 	d.creds.Store(next)
 	d.admin.SetToken(token)
+	d.admin.SetPolicy(cfg)
 	if lvl, err := logrus.ParseLevel(cfg.Log.Level); err == nil {
 		d.log.SetLevel(lvl)
 	}

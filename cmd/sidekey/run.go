@@ -162,6 +162,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, stderr io.Writer) (*daem
 		CertificateProblems: d.certificateProblems}
 	d.metrics.ObserveCertificates(d.certificateStates)
 	d.admin.SetToken(token)
+	d.admin.SetPolicy(cfg)
 	return d, nil
 }
 
