@@ -26,6 +26,7 @@ func (c *checker) build(f *fileConfig) *Config {
 	f.AllowAnonymous.to(&cfg.AllowAnonymous)
 	cfg.AllowedHosts = c.allowedHosts(f.AllowedHosts)
 	cfg.AllowedOrigins = c.allowedOrigins(f.AllowedOrigins)
+	c.limits(f.Limits, &cfg.Limits)
 	cfg.Routes = c.routes(f.Routes, cfg)
 	cfg.TLS = c.tls(f.TLS)
 	cfg.ForwardProxy = c.forwardProxy(f.ForwardProxy)
@@ -72,6 +73,28 @@ func (c *checker) log(f *fileLog, dst *Log) {
 	c.oneOf("log.level", f.Level, &dst.Level, logLevels)
 	c.oneOf("log.format", f.Format, &dst.Format, logFormats)
 	f.Requests.to(&dst.Requests)
+}
+
+func (c *checker) limits(f *fileLimits, dst *Limits) {
+	if f == nil {
+		return
+	}
+	c.count("limits.max_connections", f.MaxConnections, &dst.MaxConnections, 1)
+	c.count("limits.max_connections_per_ip", f.MaxConnectionsPerIP, &dst.MaxConnectionsPerIP, 0)
+	c.positive("limits.header_timeout", f.HeaderTimeout, &dst.HeaderTimeout)
+	c.positive("limits.idle_timeout", f.IdleTimeout, &dst.IdleTimeout)
+}
+
+// count stores a whole number of at least least in dst.
+func (c *checker) count(path string, n *num, dst *int, least int) {
+	if !n.ok() {
+		return
+	}
+	if n.v < least {
+		c.add(n.line, path, "must be at least %d", least)
+		return
+	}
+	*dst = n.v
 }
 
 func (c *checker) telemetry(f *fileTelemetry, dst *Telemetry) {

@@ -45,6 +45,8 @@ type Config struct {
 	// listener's own address, route hosts and ACME domains: exact host
 	// names (lower case, no port) or "*.suffix" patterns.
 	AllowedHosts []string
+	// Limits bound what each listener's connections may cost.
+	Limits Limits
 	// AllowedOrigins are browser origins admitted ("https://app.example.com",
 	// lower case, default port left out).
 	AllowedOrigins []string
@@ -244,6 +246,16 @@ type ForwardProxy struct {
 	InterceptHosts []string
 	CACertOut      string
 	AllowTunnel    []string
+}
+
+// Limits bound each listener's connections (SPEC limits).
+type Limits struct {
+	MaxConnections int // per listener
+	// MaxConnectionsPerIP: 0 none; -1 (unset) DefaultMaxConnectionsPerIP on a
+	// listener reachable from the network, none on the others.
+	MaxConnectionsPerIP int
+	HeaderTimeout       time.Duration // a connection's first request's headers
+	IdleTimeout         time.Duration // a keep-alive connection without a request
 }
 
 // Caller kinds: how a caller proves who it is.

@@ -14,6 +14,11 @@ const (
 	DefaultLogRequests     = true
 	DefaultServiceName     = "sidekey"
 
+	DefaultMaxConnections      = 10000
+	DefaultMaxConnectionsPerIP = 256 // on a listener reachable from the network
+	DefaultHeaderTimeout       = 10 * time.Second
+	DefaultIdleTimeout         = 60 * time.Second
+
 	DefaultRouteTimeout = 30 * time.Second
 	DefaultPathPrefix   = "/" // when a route matches on host alone
 	DefaultInjectAs     = AsBearer
@@ -40,6 +45,8 @@ func newConfig() *Config {
 		Admin:           Admin{Listen: DefaultAdminListen},
 		Log:             Log{Level: DefaultLogLevel, Format: DefaultLogFormat, Requests: DefaultLogRequests},
 		Telemetry:       Telemetry{ServiceName: DefaultServiceName},
+		Limits: Limits{MaxConnections: DefaultMaxConnections, MaxConnectionsPerIP: -1,
+			HeaderTimeout: DefaultHeaderTimeout, IdleTimeout: DefaultIdleTimeout},
 	}
 }
 

@@ -31,6 +31,7 @@ type fileConfig struct {
 	AllowAnonymous  *flag                       `yaml:"allow_anonymous"`
 	AllowedHosts    []*str                      `yaml:"allowed_hosts"`
 	AllowedOrigins  []*str                      `yaml:"allowed_origins"`
+	Limits          *fileLimits                 `yaml:"limits"`
 	MemoryLock      *flag                       `yaml:"memory_lock"`
 }
 
@@ -175,6 +176,14 @@ type fileForwardProxy struct {
 	InterceptHosts []*str `yaml:"intercept_hosts"`
 	CACertOut      *str   `yaml:"ca_cert_out"`
 	AllowTunnel    []*str `yaml:"allow_tunnel"`
+}
+
+type fileLimits struct {
+	meta
+	MaxConnections      *num `yaml:"max_connections"`
+	MaxConnectionsPerIP *num `yaml:"max_connections_per_ip"`
+	HeaderTimeout       *dur `yaml:"header_timeout"`
+	IdleTimeout         *dur `yaml:"idle_timeout"`
 }
 
 type fileCaller struct {

@@ -134,6 +134,7 @@ tls:
 		},
 		Certificates: []Certificate{},
 		Callers:      []Caller{},
+		Limits:       Limits{MaxConnections: 10000, MaxConnectionsPerIP: -1, HeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute},
 		TLS: &TLS{Listen: "127.0.0.1:8443", ACME: &ACME{Domains: []string{"gw.example"},
 			Directory: "https://acme-v02.api.letsencrypt.org/directory", Challenge: "tls-alpn-01", Storage: "memory"}},
 	}
@@ -261,6 +262,7 @@ func TestLoadEveryKey(t *testing.T) {
 		!reflect.DeepEqual(cfg.AllowedHosts, []string{"gw.internal", "*.svc.cluster.local"}) ||
 		!reflect.DeepEqual(cfg.AllowedOrigins, []string{"https://app.example.com", "http://localhost:3000"}) ||
 		!reflect.DeepEqual(cfg.Routes[0].Callers, []string{"ci-runner", "payments"}) || !cfg.Routes[0].ScrubBody || !cfg.MemoryLock ||
+		cfg.Limits != (Limits{MaxConnections: 500, MaxConnectionsPerIP: 0, HeaderTimeout: 5 * time.Second, IdleTimeout: 30 * time.Second}) ||
 		!reflect.DeepEqual(cfg.Routes[0].Inject.ByCaller, map[string]string{"ci-runner": "ci"}) ||
 		*cfg.TLS.ClientCA != (Ref{Kind: RefFile, Name: "/etc/sidekey/clients-ca.pem"}) {
 		t.Errorf("callers = %+v, anonymous %v, hosts %q, origins %q, route callers %q, by_caller %v, client_ca %v",

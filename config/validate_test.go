@@ -266,6 +266,13 @@ func TestParseReportsProblemAtItsLine(t *testing.T) {
 		{"client_ca is a reference", "tls:\n  listen: 127.0.0.1:8443\n  client_ca: /etc/ca.pem\n  acme: {domains: [a.example]}\n", []string{
 			"bad.yaml:3: tls.client_ca: a literal secret is not allowed; use env:NAME, file:PATH or vault:PATH#FIELD"}},
 
+		// Limits.
+		{"limits", "limits:\n  max_connections: 0\n  max_connections_per_ip: -1\n  header_timeout: 0s\n  idle_timeout: soon\n", []string{
+			"bad.yaml:2: limits.max_connections: must be at least 1",
+			"bad.yaml:3: limits.max_connections_per_ip: must be at least 0",
+			"bad.yaml:4: limits.header_timeout: must be more than zero",
+			`bad.yaml:5: limits.idle_timeout: "soon" is not a duration (e.g. 30s, 5m, 1h)`}},
+
 		// Forward proxy.
 		{"forward proxy", "forward_proxy:\n  intercept_hosts: [api.example, \"a b\"]\n", []string{
 			"bad.yaml:1: forward_proxy: listen is required",

@@ -46,6 +46,9 @@ var exchanges = sync.Pool{New: func() any { return new(exchange) }}
 
 // handle is the app-facing request handler.
 func (p *Proxy) handle(ctx *fasthttp.RequestCtx) {
+	if ac, ok := ctx.Conn().(activeConn); ok {
+		ac.activate() // its first request is in: no longer displaceable, no header clamp
+	}
 	p.inflight.Add(1)
 	defer p.inflight.Add(-1)
 	x := exchanges.Get().(*exchange)

@@ -8,40 +8,99 @@ import (
 )
 
 // The fasthttp server sets an app connection's read deadline twice per
-// keep-alive request: the idle timeout before it waits for the request, the
-// header timeout once the first byte is in. Each call re-arms a runtime
+// keep-alive request: the idle timeout before it waits for the request, its
+// read timeout once the first byte is in. Each call re-arms a runtime
 // timer, about as costly as the rest of the proxy's own bookkeeping for a
-// request. With the two timeouts equal, the deadline asked for moves on
-// only by the time that passed since the last one, so inboundConn re-arms
-// it only when it would move by deadlineSlack or more. A deadline then
-// fires up to deadlineSlack early and never late.
+// request. With the two timeouts equal (both the idle timeout), the
+// deadline asked for moves on only by the time that passed since the last
+// one, so inboundConn re-arms it only when it would move by an eighth of
+// the timeout or more. A deadline then fires up to that much early and
+// never late. The header timeout, shorter, applies to a connection's first
+// request: until it has arrived, every deadline is clamped to it.
 
-// deadlineSlack is how much earlier than asked a read deadline may fire.
-const deadlineSlack = headerTimeout / rearmDivisor
+// inboundListener hands out inboundConns, within the listener's limits.
+// A TLS connection keeps its TLS methods, by which fasthttp tells it is
+// one.
+type inboundListener struct {
+	net.Listener
+	lim           *connLimiter
+	headerTimeout time.Duration
+	slack         time.Duration // see readDeadline
+}
 
-// inboundListener hands out inboundConns. A TLS connection keeps its TLS
-// methods, by which fasthttp tells it is one.
-type inboundListener struct{ net.Listener }
+func (l *inboundListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		lc := l.lim.admit(c)
+		if lc == nil {
+			_ = c.Close()
+			continue
+		}
+		var headerBy int64
+		if l.headerTimeout > 0 {
+			headerBy = time.Now().Add(l.headerTimeout).UnixNano()
+		}
+		if tc, ok := c.(*tls.Conn); ok {
+			return &inboundTLSConn{Conn: tc, rd: readDeadline{slack: l.slack}, guard: guard{lim: lc, headerBy: headerBy}}, nil
+		}
+		ic := &inboundConn{Conn: c, rd: readDeadline{slack: l.slack}, guard: guard{lim: lc, headerBy: headerBy}}
+		if uc, ok := c.(*net.UnixConn); ok {
+			ic.uid, ic.hasUID = peerCredUID(uc)
+		}
+		return ic, nil
+	}
+}
 
-func (l inboundListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+// guard is a connection's part in its listener's limits: its slot, and
+// the deadline of its first request's headers (0: none, or passed it).
+type guard struct {
+	lim      *limitedConn
+	headerBy int64 // Unix nanoseconds
+	closed   atomic.Bool
+}
+
+// clamp returns t, or the header deadline when that comes first, until the
+// connection's first request has arrived.
+func (g *guard) clamp(t time.Time) time.Time {
+	if g.headerBy == 0 || g.lim == nil || g.lim.active.Load() {
+		return t
 	}
-	if tc, ok := c.(*tls.Conn); ok {
-		return &inboundTLSConn{Conn: tc}, nil
+	if by := time.Unix(0, g.headerBy); t.IsZero() || t.After(by) {
+		return by
 	}
-	ic := &inboundConn{Conn: c}
-	if uc, ok := c.(*net.UnixConn); ok {
-		ic.uid, ic.hasUID = peerCredUID(uc)
+	return t
+}
+
+// release gives up the connection's slot, once.
+func (g *guard) release() {
+	if g.lim != nil && g.closed.CompareAndSwap(false, true) {
+		g.lim.release()
 	}
-	return ic, nil
+}
+
+// activeConn is a connection that takes part in its listener's limits.
+type activeConn interface{ activate() }
+
+func (c *inboundConn) activate()    { c.guard.activate() }
+func (c *inboundTLSConn) activate() { c.guard.activate() }
+
+func (g *guard) activate() {
+	if g.lim != nil {
+		g.lim.activate()
+	}
 }
 
 // readDeadline is the read deadline in force on a connection, as Unix
 // nanoseconds; 0: none. It is atomic because a hijacked connection's two
-// copy loops set deadlines concurrently.
-type readDeadline struct{ armed atomic.Int64 }
+// copy loops set deadlines concurrently. slack is how much earlier than
+// asked it may fire: an eighth of the listener's idle timeout.
+type readDeadline struct {
+	armed atomic.Int64
+	slack time.Duration
+}
 
 // set sets c's read deadline to t, unless the one in force is at most
 // deadlineSlack earlier than t.
@@ -54,7 +113,7 @@ func (d *readDeadline) set(c net.Conn, t time.Time) error {
 		}
 	}
 	if armed := d.armed.Load(); armed == want ||
-		armed != 0 && want != 0 && want > armed && want-armed < int64(deadlineSlack) {
+		armed != 0 && want != 0 && want > armed && want-armed < int64(d.slack) {
 		return nil
 	}
 	if err := c.SetReadDeadline(t); err != nil {
@@ -77,15 +136,40 @@ func (d *readDeadline) setBoth(c net.Conn, t time.Time) error {
 type inboundConn struct {
 	net.Conn
 	rd     readDeadline
+	guard  guard
 	uid    uint32
 	hasUID bool
+	nread  atomic.Bool // a byte has arrived
 }
 
 func (c *inboundConn) peerUID() (uint32, bool) { return c.uid, c.hasUID }
 func (c *inboundConn) peerCert() *certIdentity { return nil }
 
-func (c *inboundConn) SetReadDeadline(t time.Time) error { return c.rd.set(c.Conn, t) }
-func (c *inboundConn) SetDeadline(t time.Time) error     { return c.rd.setBoth(c.Conn, t) }
+func (c *inboundConn) SetReadDeadline(t time.Time) error { return c.rd.set(c.Conn, c.guard.clamp(t)) }
+func (c *inboundConn) SetDeadline(t time.Time) error     { return c.rd.setBoth(c.Conn, c.guard.clamp(t)) }
+
+func (c *inboundConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && !c.nread.Load() {
+		c.nread.Store(true)
+	}
+	return n, err
+}
+
+// Write discards what the server would answer on a connection that never
+// sent a byte: a connection that timed out before its first request gets
+// no 408, it is closed (SPEC limits).
+func (c *inboundConn) Write(p []byte) (int, error) {
+	if !c.nread.Load() {
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *inboundConn) Close() error {
+	c.guard.release()
+	return c.Conn.Close()
+}
 
 // NetConn returns the connection underneath, as *tls.Conn's does.
 func (c *inboundConn) NetConn() net.Conn { return c.Conn }
@@ -95,9 +179,10 @@ func (c *inboundConn) NetConn() net.Conn { return c.Conn }
 // certificate once, at its first request.
 type inboundTLSConn struct {
 	*tls.Conn
-	rd   readDeadline
-	cert atomic.Pointer[certIdentity]
-	read atomic.Bool // cert has been read (and may be nil)
+	rd    readDeadline
+	guard guard
+	cert  atomic.Pointer[certIdentity]
+	read  atomic.Bool // cert has been read (and may be nil)
 }
 
 func (c *inboundTLSConn) peerUID() (uint32, bool) { return 0, false }
@@ -112,5 +197,14 @@ func (c *inboundTLSConn) peerCert() *certIdentity {
 	return id
 }
 
-func (c *inboundTLSConn) SetReadDeadline(t time.Time) error { return c.rd.set(c.Conn, t) }
-func (c *inboundTLSConn) SetDeadline(t time.Time) error     { return c.rd.setBoth(c.Conn, t) }
+func (c *inboundTLSConn) SetReadDeadline(t time.Time) error {
+	return c.rd.set(c.Conn, c.guard.clamp(t))
+}
+func (c *inboundTLSConn) SetDeadline(t time.Time) error {
+	return c.rd.setBoth(c.Conn, c.guard.clamp(t))
+}
+
+func (c *inboundTLSConn) Close() error {
+	c.guard.release()
+	return c.Conn.Close()
+}

@@ -23,11 +23,12 @@ func (c *deadlineConn) SetWriteDeadline(t time.Time) error {
 	return nil
 }
 
-// A read deadline is re-armed only when it would move later by
-// deadlineSlack or more; an earlier one, or none, always reaches the socket.
+// A read deadline is re-armed only when it would move later by the slack
+// or more; an earlier one, or none, always reaches the socket.
 func TestReadDeadlineCoalesced(t *testing.T) {
+	const headerTimeout, deadlineSlack = DefaultIdleTimeout, DefaultIdleTimeout / rearmDivisor
 	rec := &deadlineConn{}
-	c := &inboundConn{Conn: rec}
+	c := &inboundConn{Conn: rec, rd: readDeadline{slack: deadlineSlack}, guard: guard{lim: &limitedConn{}}}
 	t0 := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
 	steps := []struct {
 		t    time.Time
@@ -77,7 +78,8 @@ func TestInboundListenerKeepsTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	plain := acceptOne(t, inboundListener{ln})
+	lim := newConnLimiter(Limits{}, nil)
+	plain := acceptOne(t, &inboundListener{Listener: ln, lim: lim})
 	if _, ok := plain.(interface{ ConnectionState() tls.ConnectionState }); ok {
 		t.Error("a plain connection claims TLS")
 	}
@@ -85,7 +87,7 @@ func TestInboundListenerKeepsTLS(t *testing.T) {
 		t.Error("a plain connection hides the one under it")
 	}
 
-	tc := acceptOne(t, inboundListener{tls.NewListener(ln, &tls.Config{})})
+	tc := acceptOne(t, &inboundListener{Listener: tls.NewListener(ln, &tls.Config{}), lim: lim})
 	if _, ok := tc.(interface {
 		Handshake() error
 		ConnectionState() tls.ConnectionState

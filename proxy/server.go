@@ -54,6 +54,9 @@ type Options struct {
 	// so that the app never sees a credential; *telemetry.Redactor
 	// implements it. nil: no masking.
 	Scrub Scrubber
+	// Limits bound each listener's connections; zero timeouts take the
+	// defaults. They are fixed for the process: a reload cannot change them.
+	Limits Limits
 	// Retired reports an inbound TLS connection made with a certificate that
 	// has since been renewed: its response then carries Connection: close,
 	// so the client reconnects between requests and gets the new one.
@@ -82,10 +85,14 @@ type table struct {
 
 // Server limits shared by the app-facing listener.
 const (
-	serverReadBuffer = 16 << 10         // request line and headers; larger gets 431
-	bufferedBodyMax  = 64 << 10         // bodies up to this are buffered (replayable), larger ones stream
-	headerTimeout    = 60 * time.Second // time to read a request's headers
-	idleTimeout      = headerTimeout    // keep-alive idle; equal, so that inboundConn can coalesce the two deadlines
+	serverReadBuffer = 16 << 10 // request line and headers; larger gets 431
+	bufferedBodyMax  = 64 << 10 // bodies up to this are buffered (replayable), larger ones stream
+)
+
+// Defaults of Limits' timeouts (SPEC limits).
+const (
+	DefaultHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout   = 60 * time.Second
 )
 
 // New builds the proxy for cfg's routes, taking credentials from holders.
@@ -94,6 +101,12 @@ func New(cfg *config.Config, holders Holders, opts Options) (*Proxy, error) {
 		l := logrus.New()
 		l.Out = io.Discard
 		opts.Log = l
+	}
+	if opts.Limits.HeaderTimeout <= 0 {
+		opts.Limits.HeaderTimeout = DefaultHeaderTimeout
+	}
+	if opts.Limits.IdleTimeout <= 0 {
+		opts.Limits.IdleTimeout = DefaultIdleTimeout
 	}
 	p := &Proxy{opts: opts, rids: newRequestIDs(), refused: map[string]*telemetry.Counter{}}
 	if opts.Metrics != nil {
@@ -108,12 +121,15 @@ func New(cfg *config.Config, holders Holders, opts Options) (*Proxy, error) {
 		opts.Metrics.ObserveInflight(p.InFlight)
 	}
 	p.srv = &fasthttp.Server{
-		Handler:                      p.handle,
-		ErrorHandler:                 p.requestError,
-		Logger:                       telemetry.Printf{Log: opts.Log},
-		ReadBufferSize:               serverReadBuffer,
-		ReadTimeout:                  headerTimeout,
-		IdleTimeout:                  idleTimeout,
+		Handler:        p.handle,
+		ErrorHandler:   p.requestError,
+		Logger:         telemetry.Printf{Log: opts.Log},
+		ReadBufferSize: serverReadBuffer,
+		// Both the idle timeout, so that inboundConn can coalesce the two
+		// deadlines fasthttp sets per request; the header timeout applies
+		// to each connection's first request (inboundListener).
+		ReadTimeout:                  opts.Limits.IdleTimeout,
+		IdleTimeout:                  opts.Limits.IdleTimeout,
 		MaxRequestBodySize:           bufferedBodyMax,
 		StreamRequestBody:            true,
 		DisablePreParseMultipartForm: true,
@@ -160,9 +176,12 @@ func (p *Proxy) Reload(cfg *config.Config, holders Holders) error {
 	return nil
 }
 
-// Serve accepts app connections on ln until Shutdown.
+// Serve accepts app connections on ln until Shutdown, within the limits
+// (each listener its own).
 func (p *Proxy) Serve(ln net.Listener) error {
-	err := p.srv.Serve(inboundListener{ln})
+	l := p.opts.Limits.forListener(ln.Addr())
+	err := p.srv.Serve(&inboundListener{Listener: ln, lim: newConnLimiter(l, p.opts.Log),
+		headerTimeout: l.HeaderTimeout, slack: l.IdleTimeout / rearmDivisor})
 	if errors.Is(err, net.ErrClosed) {
 		return nil
 	}

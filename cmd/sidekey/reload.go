@@ -111,6 +111,9 @@ func reloadable(old, new *config.Config) error {
 	if !reflect.DeepEqual(old.Certificates, new.Certificates) {
 		errs = append(errs, errors.New("certificates: a change needs a restart"))
 	}
+	if old.Limits != new.Limits {
+		errs = append(errs, errors.New("limits: a change needs a restart"))
+	}
 	if old.Telemetry != new.Telemetry {
 		errs = append(errs, errors.New("telemetry: a change needs a restart"))
 	}

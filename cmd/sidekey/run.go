@@ -148,7 +148,8 @@ func newDaemon(ctx context.Context, cfg *config.Config, stderr io.Writer) (*daem
 		return nil, err
 	}
 	opts := proxy.Options{Log: d.log, Audit: d.audit, AuditText: cfg.Log.Format == "text",
-		Metrics: d.metrics, Tracing: d.tracing, ClientCert: d.clientCert, CAPool: certs.CAPool, Scrub: d.red}
+		Metrics: d.metrics, Tracing: d.tracing, ClientCert: d.clientCert, CAPool: certs.CAPool, Scrub: d.red,
+		Limits: proxy.Limits(cfg.Limits)}
 	if d.inbound != nil {
 		opts.Retired = d.inbound.Retired
 	}
