@@ -90,7 +90,9 @@ func (s ExecSource) Fetch(ctx context.Context) (*Secret, error) {
 	case err != nil:
 		return nil, commandError(name, err, stderr.buf.Bytes())
 	}
-	return parseCommandOutput(name, stdout.buf.Bytes(), time.Now())
+	out := stdout.buf.Bytes()
+	defer clear(out) // the captured output: the Secret's strings are the only copies left
+	return parseCommandOutput(name, out, time.Now())
 }
 
 // killGroup kills the process group led by pid: the command and whatever it

@@ -53,6 +53,7 @@ func (s FileSource) Fetch(ctx context.Context) (*Secret, error) {
 		return nil, fmt.Errorf("credential file %s is larger than %d bytes", s.Path, maxSecretSize)
 	}
 	v := strings.TrimSpace(string(b))
+	clear(b) // the read buffer: the string is the only copy left
 	if v == "" {
 		return nil, fmt.Errorf("credential file %s is empty", s.Path)
 	}

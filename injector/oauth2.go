@@ -161,6 +161,7 @@ func (s *OAuth2Source) Fetch(ctx context.Context) (*Secret, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer clear(body) // the token response: once parsed, the Secret's strings are the only copies left
 	tr, err := parseTokenResponse(body)
 	if err != nil {
 		return nil, fmt.Errorf("requesting oauth2 token: %w", err)

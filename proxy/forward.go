@@ -295,6 +295,11 @@ const keptBody = 8 << 10
 // put returns x to the pool.
 func (x *exchange) put() {
 	x.upload = appBody{}
+	// The injection scratch held the credential as sent ("Bearer ...",
+	// Basic's encoding), and tok a decoded caller token: wiped, not left
+	// for the next request to overwrite.
+	clear(x.buf[:cap(x.buf)])
+	clear(x.tok[:cap(x.tok)])
 	if cap(x.body) > keptBody {
 		x.body = nil
 	}
