@@ -134,6 +134,13 @@ func (b *bench) build(ctx context.Context) error {
 		}
 		b.bins["sidekey"] = abs
 	}
+	if b.o.sidekeyBase != "" {
+		abs, err := filepath.Abs(b.o.sidekeyBase)
+		if err != nil {
+			return err
+		}
+		b.bins["sidekey-base"] = abs
+	}
 	for name, pkg := range pkgs {
 		out := filepath.Join(bin, name)
 		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-tags", "grpcnotrace", "-o", out, pkg)
@@ -164,7 +171,7 @@ func moduleRoot(ctx context.Context) (string, error) {
 // findPeers keeps the selected peers whose tools are installed.
 func (b *bench) findPeers() {
 	for _, p := range peers() {
-		if !contains(b.o.peers, p.name) {
+		if !contains(b.o.peers, p.name) || p.name == peerSidekeyBase && b.o.sidekeyBase == "" {
 			continue
 		}
 		if p.tool != "" {

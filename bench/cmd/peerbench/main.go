@@ -48,6 +48,7 @@ type options struct {
 	layouts     []string
 	peers       []string
 	sidekey     string
+	sidekeyBase string
 	out         string
 	command     string
 	via         string
@@ -76,6 +77,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&layouts, "layouts", "capped,uncapped", "comma-separated layouts: capped, uncapped")
 	fs.StringVar(&peers, "proxies", "all", "comma-separated proxies, or all: "+strings.Join(peerNames(), ","))
 	fs.StringVar(&o.sidekey, "sidekey", "", "sidekey binary to measure; empty builds ./cmd/sidekey")
+	fs.StringVar(&o.sidekeyBase, "sidekey-base", "", "a second sidekey binary (an earlier commit's build), run as sidekey-base and set beside sidekey as a paired ratio")
 	fs.StringVar(&o.out, "out", "bench/RESULTS.md", "markdown file to write; empty writes none")
 	fs.StringVar(&o.command, "command", "", "the command line to record in -out (default: this one)")
 	fs.StringVar(&o.via, "via", "", "the script that runs peerbench, recorded as the command instead of peerbench itself")

@@ -41,6 +41,7 @@ const (
 	peerSidekeyRotate = "sidekey-rotate"
 	peerSidekeyAlt    = "sidekey-alternate"
 	peerSidekeyCaller = "sidekey-callers"
+	peerSidekeyBase   = "sidekey-base"
 	peerNginx         = "nginx"
 	peerHAProxy       = "haproxy"
 	peerFasthttp      = "fasthttp"
@@ -54,6 +55,7 @@ func peers() []peer {
 		{name: peerSidekeyRotate, label: "sidekey, credential rotating every %s", rotate: true, setup: sidekeySetup},
 		{name: peerSidekeyAlt, label: "sidekey, rotating in every other window", rotate: true, alternate: true, setup: sidekeySetup},
 		{name: peerSidekeyCaller, label: "sidekey, the app named by a caller token (3 callers)", setup: sidekeyCallersSetup},
+		{name: peerSidekeyBase, label: "sidekey, the base build (-sidekey-base)", setup: sidekeySetup},
 		{name: peerNginx, label: "nginx %s, 1 worker, upstream keepalive", tool: "nginx", setup: nginxSetup},
 		{name: peerHAProxy, label: "HAProxy %s, 1 thread", tool: "haproxy", setup: haproxySetup},
 		{name: peerFasthttp, label: "bare fasthttp HostClient proxy (no features)", setup: helperSetup},
@@ -246,9 +248,14 @@ func helperBinary(name string) string {
 		return "stdproxy"
 	case peerSidekey, peerSidekeyRotate, peerSidekeyAlt, peerSidekeyCaller:
 		return "sidekey"
+	case peerSidekeyBase:
+		return "sidekey-base"
 	}
 	return ""
 }
 
 // isSidekey reports whether the peer is sidekey, in any of its runs.
-func isSidekey(name string) bool { return helperBinary(name) == "sidekey" }
+func isSidekey(name string) bool {
+	b := helperBinary(name)
+	return b == "sidekey" || b == "sidekey-base"
+}

@@ -135,6 +135,7 @@ func (r *report) markdown() string {
 	r.reference(&sb)
 	r.rotation(&sb)
 	r.callers(&sb)
+	r.base(&sb)
 	r.alternation(&sb)
 	r.checks(&sb)
 	r.notes(&sb)
@@ -321,6 +322,27 @@ func (r *report) rotation(sb *strings.Builder) {
 			perSec := rot.stat(func(x *result) float64 { return float64(x.Rotations) / r.o.duration.Seconds() })
 			tableRow(sb, append([]string{l.name, strconv.Itoa(conns)}, append(pairCells(st, rot),
 				msText(st.stat(p99).med)+" / "+msText(rot.stat(p99).med), noDecimal(perSec))...))
+		}
+	}
+	sb.WriteString("\n")
+}
+
+// base sets this build beside the base build (-sidekey-base): what a
+// change to the request path costs.
+func (r *report) base(sb *strings.Builder) {
+	if !r.has(peerSidekey) || !r.has(peerSidekeyBase) {
+		return
+	}
+	sb.WriteString("## Against the base build\n\nThis build of sidekey beside the base build given with -sidekey-base, same configuration. " +
+		"The two run back to back in each repeat, in alternating order; the paired ratio is the median, over repeats, " +
+		"of this build's req/s divided by the base build's, with its range. The ratio of the two medians is beside it.\n\n")
+	tableHead(sb, []string{"layout", "conns", "base req/s", "this build req/s", "paired ratio", "ratio of medians",
+		"CPU µs/req base / this"})
+	for _, l := range r.layouts {
+		for _, conns := range r.o.conns {
+			base, c := r.cell(l.name, conns, peerSidekeyBase), r.cell(l.name, conns, peerSidekey)
+			tableRow(sb, append([]string{l.name, strconv.Itoa(conns)}, append(pairCells(base, c),
+				oneDecimal(base.stat(cpuUS))+" / "+oneDecimal(c.stat(cpuUS)))...))
 		}
 	}
 	sb.WriteString("\n")
