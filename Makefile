@@ -15,6 +15,7 @@ TAGS     := grpcnotrace
 # window. A count only ever slows down on a busy machine.
 FUZZTIME ?= 50000x
 FUZZMINIMIZE ?= 5000x
+FUZZTIME_SMALL ?= 20000x
 
 .PHONY: build run test unit e2e fuzz lint scan bench bench-go bench-smoke clean
 
@@ -41,6 +42,12 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZE) ./config/
 	$(GO) test -run='^$$' -fuzz='^FuzzRouter$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZE) ./proxy/
 	$(GO) test -run='^$$' -fuzz='^FuzzJSONFormatterMatchesLogrus$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZE) ./telemetry/
+	@# The parsers of what a client sends: paths, hosts, caller tokens, CONNECT targets, tunnel patterns.
+	for f in FuzzCanonicalPath FuzzParseHostIP FuzzCallerHeaders FuzzParseTarget FuzzTunnelPattern; do \
+		$(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME_SMALL) -fuzzminimizetime=$(FUZZMINIMIZE) ./proxy/ || exit 1; \
+	done
+	$(GO) test -run='^$$' -fuzz='^FuzzCanonicalHost$$' -fuzztime=$(FUZZTIME_SMALL) -fuzzminimizetime=$(FUZZMINIMIZE) ./certs/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseRawDiff$$' -fuzztime=$(FUZZTIME_SMALL) -fuzzminimizetime=$(FUZZMINIMIZE) ./cmd/sidekey/
 
 lint: scan
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above need formatting'; exit 1; }
