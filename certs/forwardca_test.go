@@ -430,7 +430,7 @@ func TestForwardCALoad(t *testing.T) {
 		{"no certificate signing", noSignPEM, ecKeyPEM, ErrBadCertificate},
 		{"expired", expiredPEM, ecKeyPEM, ErrCAExpired},
 		{"garbage certificate", []byte("not a certificate"), ecKeyPEM, ErrBadCertificate},
-		{"garbage key", ecPEM, []byte("-----BEGIN PRIVATE KEY-----\nZ2FyYmFnZSBnYXJiYWdlIGdhcmJhZ2UK\n-----END PRIVATE KEY-----\n"), ErrBadCertificate},
+		{"garbage key", ecPEM, []byte("-----BEGIN PRIVATE KEY-----\nZ2FyYmFnZSBnYXJiYWdlIGdhcmJhZ2UK\n-----END PRIVATE KEY-----\n"), ErrBadCertificate}, // sidekey:allow-secret (garbage, not a key)
 		{"inputs swapped", ecKeyPEM, ecPEM, ErrBadCertificate},
 		{"key given twice", ecKeyPEM, ecKeyPEM, ErrBadCertificate},
 		{"truncated certificate", ecPEM[:len(ecPEM)/2], ecKeyPEM, ErrBadCertificate},
