@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -53,7 +54,7 @@ type callerProxy struct {
 
 func startCallerProxy(t *testing.T, cfg *config.Config, env map[string]string) *callerProxy {
 	t.Helper()
-	cp := &callerProxy{env: &vars{m: env}}
+	cp := &callerProxy{env: &vars{m: maps.Clone(env)}} // a test may change its own
 	set, err := injector.NewSet(cfg.Held(), injector.SetOptions{NewSource: func(c config.Credential) (injector.Source, error) {
 		return &injector.EnvSource{Name: c.EnvName, Lookup: cp.env.lookup}, nil
 	}})
