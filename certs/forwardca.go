@@ -14,9 +14,11 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
 	"math/big"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -261,7 +263,7 @@ func (ca *ForwardCA) generate(lifetime time.Duration) error {
 // mailbox or URI outside noDomain.
 func (ca *ForwardCA) constrain(tmpl *x509.Certificate) {
 	tmpl.PermittedDNSDomainsCritical = true
-	for h := range ca.hosts {
+	for _, h := range slices.Sorted(maps.Keys(ca.hosts)) { // in a stable order, certificate after certificate
 		if a, err := netip.ParseAddr(h); err == nil {
 			tmpl.PermittedIPRanges = append(tmpl.PermittedIPRanges, &net.IPNet{
 				IP: net.IP(a.AsSlice()), Mask: net.CIDRMask(a.BitLen(), a.BitLen()),
