@@ -25,12 +25,24 @@ type headerPair struct {
 }
 
 // fixResponseHeaders maps Location and Content-Location and masks echoed
-// secrets, in one pass over the response headers. It allocates nothing
-// when nothing needs changing (its scratch space lives in x).
+// secrets. The common case — nothing to change — is one pass that only
+// looks; the headers are rewritten, in a second pass, only when one needs
+// it. Nothing is allocated when nothing changes (the scratch lives in x).
 func (p *Proxy) fixResponseHeaders(ctx *fasthttp.RequestCtx, x *exchange, rt *route) {
 	h := &ctx.Response.Header
+	sc := p.opts.Scrub
+	dirty := false
+	for k, v := range h.All() {
+		if isLocationHeader(k) || sc != nil && len(v) >= minScrubbed && sc.Contains(v) {
+			dirty = true
+			break
+		}
+	}
+	if !dirty {
+		return
+	}
 	x.pairs, x.hbuf = x.pairs[:0], x.hbuf[:0]
-	scrubbed, dirty := 0, false
+	scrubbed, changedAny := 0, false
 	for k, v := range h.All() {
 		nv, changed := v, false
 		if isLocationHeader(k) {
@@ -39,16 +51,16 @@ func (p *Proxy) fixResponseHeaders(ctx *fasthttp.RequestCtx, x *exchange, rt *ro
 				nv = x.hbuf[start:]
 			}
 		}
-		if sc := p.opts.Scrub; sc != nil && len(nv) >= minScrubbed {
+		if sc != nil && len(nv) >= minScrubbed {
 			if s := sc.Bytes(nv); !sameBytes(s, nv) {
 				nv, changed = s, true
 				scrubbed++
 			}
 		}
 		x.pairs = append(x.pairs, headerPair{key: k, value: nv, changed: changed})
-		dirty = dirty || changed
+		changedAny = changedAny || changed
 	}
-	if !dirty {
+	if !changedAny {
 		return
 	}
 	rewriteHeaders(h, x)

@@ -65,6 +65,8 @@ type Options struct {
 
 // Scrubber masks live secret values.
 type Scrubber interface {
+	// Contains reports whether b holds a live secret, without allocating.
+	Contains(b []byte) bool
 	// Bytes returns b with every live secret masked, or b itself, without
 	// allocating, when it holds none.
 	Bytes(b []byte) []byte

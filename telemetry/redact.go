@@ -142,6 +142,35 @@ func (r *Redactor) Bytes(b []byte) []byte {
 
 var maskBytes = []byte(Mask)
 
+// Contains reports whether b holds a live secret. It allocates nothing and
+// looks for a whole value only where its prefix occurs: about one search
+// per credential, on the path of every response header.
+func (r *Redactor) Contains(b []byte) bool {
+	if len(b) < MinSecretLen {
+		return false
+	}
+	ls := r.live.Load()
+	if len(ls.prefixesB) > maxPrefixes {
+		for _, v := range ls.valuesB {
+			if bytes.Contains(b, v) {
+				return true
+			}
+		}
+		return false
+	}
+	for i, p := range ls.prefixesB {
+		if !bytes.Contains(b, p) {
+			continue
+		}
+		for j, v := range ls.valuesB {
+			if ls.group[j] == i && bytes.Contains(b, v) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Pending is how many bytes at the end of b could be the start of a live
 // secret that continues past it: a stream scrubbed piece by piece holds
 // those back until the next piece shows whether they are one. 0 when no

@@ -143,3 +143,19 @@ func TestRedactorPending(t *testing.T) {
 		}
 	}
 }
+
+func TestRedactorContains(t *testing.T) {
+	r := NewRedactor()
+	r.Add("secret-value-1", "secret-other", "zzzzzz")
+	for b, want := range map[string]bool{
+		"": false, "short": false, "a secret-value-1 here": true, "secret-value-": false,
+		"x secret-other": true, "secret-": false, "zzzzz": false, "azzzzzzb": true,
+	} {
+		if got := r.Contains([]byte(b)); got != want || got != (r.String(b) != b) {
+			t.Errorf("Contains(%q) = %v, want %v (String %q)", b, got, want, r.String(b))
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { r.Contains([]byte("no secret in this header value")) }); n != 0 {
+		t.Errorf("Contains allocates %v times", n)
+	}
+}
