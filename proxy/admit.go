@@ -68,6 +68,17 @@ func newAdmission(cfg *config.Config) *admission {
 // domain or an allowed host. An absent Host (HTTP/1.0) is admitted: a
 // browser always sends one.
 func (a *admission) hostAllowed(host []byte, local net.Addr) bool {
+	if len(host) == 0 {
+		return true
+	}
+	// An IPv4 literal, the usual Host of a sidecar's clients, is parsed
+	// where it stands; a loopback or the listener's own address needs no
+	// more. Anything else takes the general way below.
+	if c := host[0]; '0' <= c && c <= '9' {
+		if ip, ok := parseHostIP(cutPort(host)); ok && (ip.IsLoopback() || isOwnAddress(local, ip)) {
+			return true
+		}
+	}
 	var buf [256]byte
 	h := bareHost(buf[:0], host)
 	if len(h) == 0 {
@@ -88,14 +99,25 @@ func (a *admission) hostAllowed(host []byte, local net.Addr) bool {
 	if !ok {
 		return false
 	}
-	if ip.IsLoopback() {
-		return true
-	}
+	return ip.IsLoopback() || isOwnAddress(local, ip)
+}
+
+// isOwnAddress reports whether ip is the address the connection came to.
+func isOwnAddress(local net.Addr, ip netip.Addr) bool {
 	if ta, ok := local.(*net.TCPAddr); ok {
 		own, ok := netip.AddrFromSlice(ta.IP)
 		return ok && own.Unmap() == ip
 	}
 	return false
+}
+
+// cutPort cuts a port off an IPv4 or name host; an IPv6 literal, which
+// only brackets tell apart from its port, is returned whole.
+func cutPort(host []byte) []byte {
+	if i := bytes.LastIndexByte(host, ':'); i >= 0 && bytes.IndexByte(host[:i], ':') < 0 {
+		return host[:i]
+	}
+	return host
 }
 
 // parseHostIP parses an IP literal host, unmapped. An IPv4 address is

@@ -85,30 +85,30 @@ func scanRequest(h *fasthttp.RequestHeader, x *exchange) {
 	found := false
 	raw := h.RawHeaders()
 	for len(raw) > 0 {
-		line := raw
+		var line []byte
 		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
 			line, raw = raw[:i], raw[i+1:]
 		} else {
-			raw = nil
+			line, raw = raw, nil
 		}
-		k, v, ok := bytes.Cut(line, []byte(":"))
-		if !ok {
+		c := bytes.IndexByte(line, ':')
+		if c <= 0 {
 			continue
 		}
-		v = bytes.TrimSpace(v)
+		k := line[:c]
 		mask |= hopBit(k)
-		switch len(k) {
+		switch len(k) { // the value is trimmed only for the three wanted
 		case len(headerRequestID):
 			if !found && k[0]|0x20 == 'x' && bytes.EqualFold(k, headerRequestIDKey) {
-				x.rid, found = append(x.rid, v...), true
+				x.rid, found = append(x.rid, bytes.TrimSpace(line[c+1:])...), true
 			}
 		case len(headerOrigin):
 			if k[0]|0x20 == 'o' && bytes.EqualFold(k, []byte(headerOrigin)) {
-				x.origin = append(x.origin[:0], v...)
+				x.origin = append(x.origin[:0], bytes.TrimSpace(line[c+1:])...)
 			}
 		case len(headerSecFetchSite):
 			if k[0]|0x20 == 's' && bytes.EqualFold(k, []byte(headerSecFetchSite)) {
-				x.site = append(x.site[:0], v...)
+				x.site = append(x.site[:0], bytes.TrimSpace(line[c+1:])...)
 			}
 		}
 	}

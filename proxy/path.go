@@ -25,6 +25,9 @@ var errBadPath = errors.New("malformed or ambiguous path")
 // The result starts with '/', and keeps a trailing slash. It allocates
 // only when dst must grow.
 func canonicalPath(dst, raw []byte) ([]byte, error) {
+	if isCanonical(raw) {
+		return append(dst, raw...), nil
+	}
 	start := len(dst)
 	dst = append(dst, '/')
 	lastDot := false // the last segment was "." or ".."
@@ -106,6 +109,26 @@ func segmentKind(seg []byte) (segKind, error) {
 		return segDot, nil
 	}
 	return segDotDot, nil
+}
+
+// isCanonical reports a path that is its own canonical form, the common
+// case: it starts with '/' and holds no escape, backslash, empty segment
+// or segment starting with a dot.
+func isCanonical(raw []byte) bool {
+	if len(raw) == 0 || raw[0] != '/' {
+		return false
+	}
+	for i, c := range raw {
+		switch c {
+		case '%', '\\':
+			return false
+		case '/':
+			if i+1 < len(raw) && (raw[i+1] == '/' || raw[i+1] == '.') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // parentEnd is the length of p (which ends in '/') once its last segment
