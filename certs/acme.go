@@ -228,8 +228,9 @@ func (in *Inbound) build(storage certmagic.Storage, iss certmagic.ACMEIssuer, op
 
 	in.tlsConf = &tls.Config{
 		GetCertificate: in.getCertificate,
-		// fasthttp speaks HTTP/1.1 only; acme-tls/1 answers tls-alpn-01.
-		NextProtos: []string{"http/1.1", acmez.ACMETLS1Protocol},
+		// h2 and http/1.1 for the proxy (which tells the two apart by the
+		// protocol negotiated); acme-tls/1 answers tls-alpn-01.
+		NextProtos: []string{"h2", "http/1.1", acmez.ACMETLS1Protocol},
 		MinVersion: tls.VersionTLS12,
 	}
 	if opts.ClientCAs != nil {

@@ -348,7 +348,7 @@ func TestInboundBeforeCertificate(t *testing.T) {
 	if _, ok := in.ServedSerial(a); ok {
 		t.Fatal("an untracked connection has a served serial")
 	}
-	if np := in.TLSConfig().NextProtos; len(np) != 2 || np[0] != "http/1.1" || np[1] != "acme-tls/1" {
+	if np := in.TLSConfig().NextProtos; len(np) != 3 || np[0] != "h2" || np[1] != "http/1.1" || np[2] != "acme-tls/1" {
 		t.Fatalf("NextProtos = %v", np)
 	}
 }

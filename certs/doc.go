@@ -27,8 +27,8 @@
 // Listener (and HTTPChallengeServer) must be called before Start: they tell
 // certmagic the address challenges are answered on, so that it finds the
 // port taken by the proxy's own listener and lets it answer instead of
-// binding one itself. The TLS config offers "http/1.1" and "acme-tls/1"
-// (fasthttp speaks HTTP/1.1 only; no "h2").
+// binding one itself. The TLS config offers "h2", "http/1.1" and "acme-tls/1"
+// (the proxy serves HTTP/2 connections beside fasthttp's HTTP/1.1 ones).
 //
 // Start returns at once: the certificate is obtained in the background, and
 // until it is held, handshakes fail and Ready is false (Err says why, for

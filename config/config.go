@@ -183,7 +183,18 @@ type Route struct {
 	// ScrubBody masks live secret values in text response bodies too
 	// (response headers are always scrubbed).
 	ScrubBody bool
+	// Protocol is how the route talks to its upstream: ProtoHTTP1 (the
+	// default), ProtoH2, ProtoH2C or ProtoAuto.
+	Protocol string
 }
+
+// Upstream protocols of a route.
+const (
+	ProtoHTTP1 = "http1" // HTTP/1.1
+	ProtoH2    = "h2"    // HTTP/2 over TLS
+	ProtoH2C   = "h2c"   // HTTP/2 over cleartext, with prior knowledge
+	ProtoAuto  = "auto"  // HTTP/2 when the upstream's ALPN offers it, else HTTP/1.1
+)
 
 // Inject says which credential a route injects and in which form.
 type Inject struct {

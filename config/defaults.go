@@ -81,7 +81,7 @@ func newVaultAuth(method string) VaultAuth {
 }
 
 func newRoute(line int) Route {
-	return Route{Line: line, PathPrefix: DefaultPathPrefix, Timeout: DefaultRouteTimeout}
+	return Route{Line: line, PathPrefix: DefaultPathPrefix, Timeout: DefaultRouteTimeout, Protocol: ProtoHTTP1}
 }
 
 func newInject() Inject { return Inject{As: DefaultInjectAs} }

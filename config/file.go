@@ -112,6 +112,7 @@ type fileRoute struct {
 	UpstreamTLS *fileUpstreamTLS `yaml:"upstream_tls"`
 	Callers     []*str           `yaml:"callers"`
 	ScrubBody   *flag            `yaml:"scrub_body"`
+	Protocol    *str             `yaml:"protocol"`
 }
 
 type fileMatch struct {

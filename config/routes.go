@@ -70,6 +70,7 @@ func (c *checker) route(path string, f *fileRoute, cfg *Config) Route {
 	r.Upstream = c.httpURL(path+".upstream", f.Upstream)
 	f.StripPrefix.to(&r.StripPrefix)
 	f.ScrubBody.to(&r.ScrubBody)
+	c.protocol(path+".protocol", f.Protocol, &r)
 	if r.StripPrefix && (f.Match == nil || !f.Match.has("path_prefix")) {
 		c.add(f.StripPrefix.line, path+".strip_prefix", "needs match.path_prefix")
 	}
@@ -81,6 +82,22 @@ func (c *checker) route(path string, f *fileRoute, cfg *Config) Route {
 		c.add(f.UpstreamTLS.line, path+".upstream_tls", "needs an https upstream")
 	}
 	return r
+}
+
+var routeProtocols = []string{ProtoHTTP1, ProtoH2, ProtoH2C, ProtoAuto}
+
+// protocol reads the upstream protocol, which must suit the upstream's
+// scheme: h2 and auto need TLS (https), h2c needs cleartext (http).
+func (c *checker) protocol(path string, s *str, r *Route) {
+	if !c.oneOf(path, s, &r.Protocol, routeProtocols) || r.Upstream == nil {
+		return
+	}
+	switch {
+	case (r.Protocol == ProtoH2 || r.Protocol == ProtoAuto) && r.Upstream.Scheme != "https":
+		c.add(s.line, path, "%s needs an https upstream (h2c is HTTP/2 without TLS)", r.Protocol)
+	case r.Protocol == ProtoH2C && r.Upstream.Scheme != "http":
+		c.add(s.line, path, "h2c needs an http upstream (h2 is HTTP/2 over TLS)")
+	}
 }
 
 // match reads a route's match: host (lower case, port dropped) and/or

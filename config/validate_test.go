@@ -266,6 +266,14 @@ func TestParseReportsProblemAtItsLine(t *testing.T) {
 		{"client_ca is a reference", "tls:\n  listen: 127.0.0.1:8443\n  client_ca: /etc/ca.pem\n  acme: {domains: [a.example]}\n", []string{
 			"bad.yaml:3: tls.client_ca: a literal secret is not allowed; use env:NAME, file:PATH or vault:PATH#FIELD"}},
 
+		// Protocols.
+		{"protocol", "routes:\n  - name: a\n    match: {path_prefix: /a/}\n    upstream: http://127.0.0.1:9\n    protocol: h3\n" +
+			"  - name: b\n    match: {path_prefix: /b/}\n    upstream: http://127.0.0.1:9\n    protocol: h2\n" +
+			"  - name: c\n    match: {path_prefix: /c/}\n    upstream: https://a.example\n    protocol: h2c\n", []string{
+			`bad.yaml:5: routes[0].protocol: "h3" is not one of http1, h2, h2c, auto`,
+			"bad.yaml:9: routes[1].protocol: h2 needs an https upstream (h2c is HTTP/2 without TLS)",
+			"bad.yaml:13: routes[2].protocol: h2c needs an http upstream (h2 is HTTP/2 over TLS)"}},
+
 		// Limits.
 		{"limits", "limits:\n  max_connections: 0\n  max_connections_per_ip: -1\n  header_timeout: 0s\n  idle_timeout: soon\n", []string{
 			"bad.yaml:2: limits.max_connections: must be at least 1",

@@ -55,7 +55,11 @@ func (p *Proxy) audit(ctx *fasthttp.RequestCtx, x *exchange) {
 	if c := rec.caller; c != nil {
 		b = appendKey(b, c.audit, text)
 	}
-	b = field(b, keyProtocol, ctx.Request.Header.Protocol(), text)
+	if x.h2 {
+		b = fieldStr(b, keyProtocol, protoHTTP2, text)
+	} else {
+		b = field(b, keyProtocol, ctx.Request.Header.Protocol(), text)
+	}
 	if text {
 		b = append(b, '\n')
 	} else {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"strconv"
 
 	"github.com/valyala/fasthttp"
 
@@ -28,7 +29,54 @@ const (
 	codeInternalError = "internal_error"
 	codeBodyTooLarge  = "request_body_too_large"
 	codeEncodedBody   = "upstream_body_encoded"
+	codeNeedsHTTP2    = "route_not_http2"
 )
+
+// gRPC status codes of sidekey's own answers (SPEC "Request path").
+const (
+	grpcInvalidArgument   = 3
+	grpcDeadlineExceeded  = 4
+	grpcPermissionDenied  = 7
+	grpcResourceExhausted = 8
+	grpcUnimplemented     = 12
+	grpcUnavailable       = 14
+	grpcUnauthenticated   = 16
+)
+
+// grpcCodes maps an answer's error code to its gRPC status; what is not
+// listed is the upstream's failure, 14 UNAVAILABLE.
+var grpcCodes = map[string]int{
+	codeNoRoute:        grpcUnimplemented,
+	codeMethod:         grpcUnimplemented,
+	codeUnauthn:        grpcUnauthenticated,
+	codeCallerRefused:  grpcPermissionDenied,
+	codeCrossOrigin:    grpcPermissionDenied,
+	codeHostNotAllowed: grpcPermissionDenied,
+	codeNotProxy:       grpcPermissionDenied,
+	codeTimeout:        grpcDeadlineExceeded,
+	codeBadRequest:     grpcInvalidArgument,
+	codeHeaderTooBig:   grpcResourceExhausted,
+	codeBodyTooLarge:   grpcResourceExhausted,
+}
+
+// writeGRPCError answers a gRPC request that sidekey answers itself the
+// way gRPC clients read: a Trailers-Only response, content-type
+// application/grpc, grpc-status and grpc-message, no body (a body would be
+// read as a message). The HTTP status stays what it is for any client.
+func writeGRPCError(ctx *fasthttp.RequestCtx, status int, code, credential string) {
+	grpcStatus, ok := grpcCodes[code]
+	if !ok {
+		grpcStatus = grpcUnavailable
+	}
+	msg := code
+	if credential != "" {
+		msg += ": " + credential
+	}
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/grpc")
+	ctx.Response.Header.Set("Grpc-Status", strconv.Itoa(grpcStatus))
+	ctx.Response.Header.Set("Grpc-Message", msg)
+}
 
 // errorStatus maps an error from the request path to its status and code.
 // It is the one place where failures become HTTP answers.
@@ -52,6 +100,10 @@ func errorStatus(err error) (int, string) {
 // credential that was unavailable; it is a name, never a value.
 func writeError(ctx *fasthttp.RequestCtx, status int, code, credential string) {
 	ctx.Response.Reset()
+	if isGRPC(&ctx.Request.Header) {
+		writeGRPCError(ctx, status, code, credential)
+		return
+	}
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("application/json")
 	body := struct {

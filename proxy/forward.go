@@ -37,7 +37,8 @@ type exchange struct {
 	appHost []byte       // the Host the app called, copied before the request is rewritten
 	tls     bool         // the app called over TLS
 	unix    bool         // the app called over a unix socket
-	upload  appBody      // the app's streamed body, as sent upstream
+	h2      bool         // the app called over HTTP/2 (through the bridge)
+	upload  *appBody     // the app's streamed body, as sent upstream; nil when read whole
 	pairs   []headerPair // response header pass (fixResponseHeaders)
 	hbuf    []byte       // its scratch space
 }
@@ -61,6 +62,7 @@ func (p *Proxy) handle(ctx *fasthttp.RequestCtx) {
 	// The ID is copied to x.rid, not kept as a slice of the header: header
 	// edits reuse the memory of a deleted header's value.
 	scanRequest(&ctx.Request.Header, x)
+	x.h2 = isHTTP2(&ctx.Request)
 	x.ridApp = len(x.rid) > 0
 	if !x.ridApp {
 		x.rid = p.rids.append(x.rid)
@@ -137,6 +139,11 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, x *exchange, rec *re
 		}
 		rec.caller = c
 	}
+	if x.h2 && !rt.speaksH2() && isGRPC(&req.Header) {
+		// gRPC needs HTTP/2 end to end; an HTTP/1.1 upstream cannot carry it.
+		writeError(ctx, fasthttp.StatusBadGateway, codeNeedsHTTP2, "")
+		return
+	}
 	if req.IsBodyStream() {
 		if cl := req.Header.ContentLength(); cl >= 0 && cl <= bufferedBodyMax {
 			if err := x.readBody(req, cl); err != nil {
@@ -149,8 +156,17 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, x *exchange, rec *re
 			// A streamed upload may outlast the server's read timeout, which
 			// exists to bound slow headers; the route timeout bounds the rest.
 			_ = ctx.SetReadDeadline(time.Time{})
-			x.upload = appBody{r: req.BodyStream(), left: int64(req.Header.ContentLength())}
-			req.SetBodyStream(&x.upload, req.Header.ContentLength())
+			// A small gRPC call is kept as it goes, to be sent again after
+			// an UNAUTHENTICATED answer once the app has sent it whole.
+			// Its own, not the pooled exchange's: an HTTP/2 upstream may go
+			// on reading it after the handler (full duplex), until the
+			// response body is closed.
+			x.upload = &appBody{r: req.BodyStream(), left: int64(req.Header.ContentLength()),
+				keep: rt.cred != nil && isGRPC(&req.Header)}
+			if x.upload.keep {
+				x.upload.eof = make(chan struct{})
+			}
+			req.SetBodyStream(x.upload, req.Header.ContentLength())
 		}
 	}
 	if rec.cred = rt.credFor(rec.caller); rec.cred != nil {
@@ -207,8 +223,11 @@ func (p *Proxy) exchange(ctx *fasthttp.RequestCtx, x *exchange, rt *route, rec *
 	replay := replayable(&ctx.Request, rec)
 	start := time.Now()
 	// The route timeout is enforced per read and write by idleConn.
-	err := rt.client.Load().Do(&ctx.Request, resp)
+	err := rt.do(&ctx.Request, resp)
 	if err == nil && resp.StatusCode() == fasthttp.StatusUnauthorized && replay {
+		err = p.retryUnauthorized(ctx, x, rt, rec)
+	} else if err == nil && rec.version != nil && !rec.retried && grpcUnauthenticatedAnswer(resp) && x.upload.sentWhole() {
+		ctx.Request.SetBodyRaw(x.upload.kept) // a small unary call, sent whole: once more
 		err = p.retryUnauthorized(ctx, x, rt, rec)
 	}
 	// The monotonic clock alone, cheaper than a second time.Now; the time of
@@ -216,7 +235,7 @@ func (p *Proxy) exchange(ctx *fasthttp.RequestCtx, x *exchange, rt *route, rec *
 	rec.upstream = time.Since(start)
 	rec.elapsed = start.Sub(rec.start) + rec.upstream
 	endClientSpan(span, resp.StatusCode(), err)
-	if err != nil && x.upload.err != nil {
+	if err != nil && x.upload != nil && x.upload.err != nil {
 		// The app's body broke off (a malformed chunk, a body shorter than
 		// its length): its error, not the upstream's. The upstream connection,
 		// holding part of a request, was closed, and so is the app's.
@@ -238,7 +257,9 @@ func (p *Proxy) exchange(ctx *fasthttp.RequestCtx, x *exchange, rt *route, rec *
 	}
 	if resp.IsBodyStream() {
 		resp.ImmediateHeaderFlush = true
-		if d, ok := resp.BodyStream().(directBody); ok && resp.Header.ContentLength() >= 0 {
+		// Straight to the connection on HTTP/1.1 only: an HTTP/2
+		// connection is shared by streams, which its server frames.
+		if d, ok := resp.BodyStream().(directBody); ok && resp.Header.ContentLength() >= 0 && !x.h2 {
 			d.writeDirect(ctx.Conn())
 		}
 	}
@@ -272,10 +293,30 @@ type appBody struct {
 	r    io.Reader
 	left int64 // bytes still due of a body with a length; <0: chunked
 	err  error
+	// keep: the body read so far is kept in kept, up to bufferedBodyMax
+	// (past it, over), and eof closes when it was read whole. An HTTP/2
+	// upstream reads it on a goroutine of its own, hence the channel.
+	keep, over bool
+	kept       []byte
+	eof        chan struct{}
 }
 
 func (b *appBody) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
+	if b.keep && !b.over {
+		if len(b.kept)+n > bufferedBodyMax {
+			b.over, b.kept = true, b.kept[:0]
+		} else {
+			b.kept = append(b.kept, p[:n]...)
+		}
+	}
+	if err == io.EOF && b.eof != nil {
+		select {
+		case <-b.eof:
+		default:
+			close(b.eof)
+		}
+	}
 	if b.left >= 0 {
 		b.left -= int64(n)
 		if err == io.EOF && b.left > 0 {
@@ -288,13 +329,32 @@ func (b *appBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// sentWhole reports a kept body read to its end: a unary gRPC call, which
+// can be sent again. The upstream answered, so its transport has read the
+// call or is about to see its end: that is waited for, briefly; a stream
+// still open is not replayed.
+func (b *appBody) sentWhole() bool {
+	if b == nil || !b.keep {
+		return false
+	}
+	select {
+	case <-b.eof:
+		return !b.over
+	case <-time.After(sentWholeWait):
+		return false
+	}
+}
+
+// sentWholeWait bounds the wait for a unary call's end after its answer.
+const sentWholeWait = 50 * time.Millisecond
+
 // keptBody is the largest body buffer an exchange keeps for the next
 // request; a larger one, read for a larger body, goes to the collector.
 const keptBody = 8 << 10
 
 // put returns x to the pool.
 func (x *exchange) put() {
-	x.upload = appBody{}
+	x.upload = nil
 	// The injection scratch held the credential as sent ("Bearer ...",
 	// Basic's encoding), and tok a decoded caller token: wiped, not left
 	// for the next request to overwrite.
@@ -313,6 +373,9 @@ func (x *exchange) put() {
 func (x *exchange) prepare(req *fasthttp.Request, rt *route, upgrade bool, rec *record) {
 	x.edit.r, x.edit.scheme = req, rt.scheme
 	x.appHost = append(x.appHost[:0], req.Header.Host()...)
+	if x.h2 {
+		req.Header.SetProtocol("HTTP/1.1") // as it goes upstream; the audit line names HTTP/2.0
+	}
 	req.Header.SetNoDefaultContentType(true)
 	stripRequestHops(&req.Header, x.hops, upgrade)
 	if rt.form != nil {

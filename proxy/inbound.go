@@ -140,6 +140,15 @@ type inboundConn struct {
 	uid    uint32
 	hasUID bool
 	nread  atomic.Bool // a byte has arrived
+	peeked []byte      // read to tell HTTP/1.1 from HTTP/2, handed out first
+}
+
+// unread has b, read from the connection already, read again first.
+func (c *inboundConn) unread(b []byte) {
+	if len(b) > 0 {
+		c.peeked = append(c.peeked[:0], b...)
+		c.nread.Store(true)
+	}
 }
 
 func (c *inboundConn) peerUID() (uint32, bool) { return c.uid, c.hasUID }
@@ -149,6 +158,11 @@ func (c *inboundConn) SetReadDeadline(t time.Time) error { return c.rd.set(c.Con
 func (c *inboundConn) SetDeadline(t time.Time) error     { return c.rd.setBoth(c.Conn, c.guard.clamp(t)) }
 
 func (c *inboundConn) Read(p []byte) (int, error) {
+	if len(c.peeked) > 0 {
+		n := copy(p, c.peeked)
+		c.peeked = c.peeked[n:]
+		return n, nil
+	}
 	n, err := c.Conn.Read(p)
 	if n > 0 && !c.nread.Load() {
 		c.nread.Store(true)

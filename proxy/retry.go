@@ -48,5 +48,5 @@ func (p *Proxy) retryUnauthorized(ctx *fasthttp.RequestCtx, x *exchange, rt *rou
 	_ = resp.CloseBodyStream()
 	resp.Reset()
 	x.buf = rt.form.Apply(&x.edit, v.Secret(), x.buf)
-	return rt.client.Load().Do(&ctx.Request, resp)
+	return rt.do(&ctx.Request, resp)
 }

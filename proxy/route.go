@@ -30,6 +30,8 @@ type route struct {
 	upstream string // upstream URL as configured, for logs
 	timeout  time.Duration
 	client   atomic.Pointer[fasthttp.HostClient] // swapped when the client certificate changes
+	protocol string                              // config.ProtoHTTP1, ProtoH2, ProtoH2C, ProtoAuto
+	h2       atomic.Pointer[h2Client]            // protocol h2, h2c or auto; swapped with client
 	tls      *tls.Config                         // nil for plain http
 	cert     ClientCertificate                   // nil without upstream_tls.client_cert
 	addr     string                              // dial address, host:port
@@ -124,6 +126,10 @@ func compileRoute(rc config.Route, holders Holders, callers *callerTable, opts O
 		addr:     dialAddr(u.Scheme, u.Host),
 		scheme:   u.Scheme,
 		dialer:   opts.Dial,
+		protocol: rc.Protocol,
+	}
+	if rt.protocol == "" {
+		rt.protocol = config.ProtoHTTP1
 	}
 	if rt.prefix == "" {
 		rt.prefix = "/"
@@ -148,9 +154,24 @@ func compileRoute(rc config.Route, holders Holders, callers *callerTable, opts O
 		rt.bodyScrub = &bodyScrub{sc: opts.Scrub, counter: rt.scrubbed}
 	}
 	rt.client.Store(rt.newClient())
+	if rt.protocol != config.ProtoHTTP1 {
+		rt.h2.Store(rt.newH2Client())
+	}
 	rt.auditFields = routeFields(rt)
 	return rt, nil
 }
+
+// do sends a prepared request upstream with the route's client for its
+// protocol, and fills resp.
+func (rt *route) do(req *fasthttp.Request, resp *fasthttp.Response) error {
+	if c := rt.h2.Load(); c != nil {
+		return c.Do(req, resp)
+	}
+	return rt.client.Load().Do(req, resp)
+}
+
+// speaksH2 reports a route that can carry HTTP/2 end to end (gRPC).
+func (rt *route) speaksH2() bool { return rt.protocol != config.ProtoHTTP1 }
 
 // compileTLS sets the route's TLS configuration: verification always on,
 // the upstream's CA pinned when upstream_tls.ca is set, and the client
@@ -220,6 +241,26 @@ func (rt *route) watchClientCert(stop <-chan struct{}) {
 		}
 		old := rt.client.Swap(rt.newClient())
 		go retireClient(old, stop)
+		if rt.protocol != config.ProtoHTTP1 {
+			oldH2 := rt.h2.Swap(rt.newH2Client())
+			go retireH2Client(oldH2, stop)
+		}
+	}
+}
+
+// retireH2Client closes a replaced HTTP/2 client's connections once idle:
+// a connection with open streams stays until they end, so no stream is cut.
+func retireH2Client(c *h2Client, stop <-chan struct{}) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for range 600 {
+		c.idle()
+		select {
+		case <-tick.C:
+		case <-stop:
+			c.idle()
+			return
+		}
 	}
 }
 

@@ -31,6 +31,7 @@ type Proxy struct {
 	// counts sidekey_callers_refused_total by reason (nil without metrics).
 	callerStats callerRegistry
 	refused     map[string]*telemetry.Counter
+	h2          *h2Server
 }
 
 // Options are what the proxy reports to; each may be nil.
@@ -122,6 +123,7 @@ func New(cfg *config.Config, holders Holders, opts Options) (*Proxy, error) {
 	if opts.Metrics != nil {
 		opts.Metrics.ObserveInflight(p.InFlight)
 	}
+	p.h2 = newH2Server(p)
 	p.srv = &fasthttp.Server{
 		Handler:        p.handle,
 		ErrorHandler:   p.requestError,
@@ -179,11 +181,15 @@ func (p *Proxy) Reload(cfg *config.Config, holders Holders) error {
 }
 
 // Serve accepts app connections on ln until Shutdown, within the limits
-// (each listener its own).
+// (each listener its own), and serves each over HTTP/1.1 or HTTP/2 as it
+// speaks (serve.go).
 func (p *Proxy) Serve(ln net.Listener) error {
 	l := p.opts.Limits.forListener(ln.Addr())
-	err := p.srv.Serve(&inboundListener{Listener: ln, lim: newConnLimiter(l, p.opts.Log),
-		headerTimeout: l.HeaderTimeout, slack: l.IdleTimeout / rearmDivisor})
+	il := &inboundListener{Listener: ln, lim: newConnLimiter(l, p.opts.Log),
+		headerTimeout: l.HeaderTimeout, slack: l.IdleTimeout / rearmDivisor}
+	sl := &sortedListener{addr: ln.Addr(), conns: make(chan net.Conn), done: make(chan struct{}), closer: ln}
+	go func() { _ = p.sortConns(il, sl) }()
+	err := p.srv.Serve(sl)
 	if errors.Is(err, net.ErrClosed) {
 		return nil
 	}
@@ -193,7 +199,7 @@ func (p *Proxy) Serve(ln net.Listener) error {
 // Shutdown stops accepting, lets in-flight requests finish until ctx ends,
 // and closes idle connections. It is safe to call more than once.
 func (p *Proxy) Shutdown(ctx context.Context) error {
-	err := p.srv.ShutdownWithContext(ctx)
+	err := errors.Join(p.srv.ShutdownWithContext(ctx), p.h2.shutdown(ctx))
 	if t := p.table.Load(); t != nil {
 		p.stopOnce.Do(func() { close(t.stop) })
 	}
