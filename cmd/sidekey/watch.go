@@ -111,6 +111,7 @@ func (w *watcher) follow(ctx context.Context) (got bool, err error) {
 	case resp.StatusCode != http.StatusOK:
 		return false, fmt.Errorf("%s: %s", w.url, resp.Status)
 	}
+	fmt.Fprintf(w.errs, "sidekey watch: following %s\n", w.url)
 	// A stream that stays silent past the heartbeats is dead: cut it.
 	alive := time.AfterFunc(w.idle, cancel)
 	defer alive.Stop()
