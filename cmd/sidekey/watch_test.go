@@ -263,3 +263,28 @@ func TestWatchRefused(t *testing.T) {
 		t.Errorf("sidekey watch extra: exit %d, want usage", code)
 	}
 }
+
+// readSSE takes any input without panicking or looping, and gives back
+// the data of a frame the admin API writes, whatever it holds.
+func FuzzReadSSE(f *testing.F) {
+	f.Add("id: 1\nevent: x\ndata: {}\n\n", `{"kind":"reload.refused","problems":["a\nb"]}`)
+	f.Add(": heartbeat\n\n\r\n\n", "")
+	f.Add("data\ndata:\ndata: a\r\n\n", "x")
+	f.Fuzz(func(t *testing.T, stream, payload string) {
+		r := bufio.NewReader(strings.NewReader(stream))
+		for range len(stream) + 1 {
+			if _, err := readSSE(r); err != nil {
+				break
+			}
+		}
+		data, err := json.Marshal(payload) // as the server writes data: one JSON line
+		if err != nil {
+			return
+		}
+		frame := "id: 7\nevent: k\ndata: " + string(data) + "\n\n"
+		m, err := readSSE(bufio.NewReader(strings.NewReader(frame)))
+		if err != nil || m.id != "7" || m.event != "k" || m.data != string(data) {
+			t.Fatalf("frame %q read as %+v, %v", frame, m, err)
+		}
+	})
+}
