@@ -64,6 +64,10 @@ func (c *checker) admin(f *fileAdmin, dst *Admin) {
 	}
 	c.listen("admin.listen", f.Listen, &dst.Listen)
 	dst.Token = c.ref("admin.token", f.Token)
+	f.Pprof.to(&dst.Pprof)
+	if dst.Pprof && f.Token == nil {
+		c.add(f.Pprof.line, "admin.pprof", "needs admin.token: profiles are served only to requests with it")
+	}
 }
 
 func (c *checker) log(f *fileLog, dst *Log) {

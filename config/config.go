@@ -60,6 +60,9 @@ type Admin struct {
 	Listen string
 	// Token, when set, is required as a bearer token on POST calls.
 	Token *Ref
+	// Pprof serves Go's profiles at /debug/pprof/ on the admin listener,
+	// to requests with the admin token (which it therefore requires).
+	Pprof bool
 }
 
 // Log configures the process logger.

@@ -37,8 +37,9 @@ type fileConfig struct {
 
 type fileAdmin struct {
 	meta
-	Listen *str `yaml:"listen"`
-	Token  *str `yaml:"token"` // a reference
+	Listen *str  `yaml:"listen"`
+	Token  *str  `yaml:"token"` // a reference
+	Pprof  *flag `yaml:"pprof"`
 }
 
 type fileLog struct {

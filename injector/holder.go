@@ -130,6 +130,11 @@ type Holder struct {
 	// value calls neither. It is called without locks held, from the
 	// goroutine that fetched.
 	OnRotate func(name, result string)
+	// OnRevoke, when set, is told of every attempt to revoke a value at
+	// its issuer (RevokeOld's superseded values, Revoke's at exit), after
+	// it, with its error. It is called without locks held, from the
+	// goroutine that revoked.
+	OnRevoke func(Revocation)
 
 	once       sync.Once
 	clk        Clock
@@ -198,6 +203,20 @@ func (v *Version) Release() {
 	}
 }
 
+// Revocation is one attempt to revoke a value, for Holder.OnRevoke. It
+// holds no secret.
+type Revocation struct {
+	Name        string
+	Version     uint64
+	Fingerprint string
+	// Reason is "superseded" (RevokeOld, once drained or graced) or "exit"
+	// (Revoke).
+	Reason string
+	// InFlight is how many requests still held the value: 0 once drained.
+	InFlight int64
+	Err      error
+}
+
 // revokeState is where a value is on its way to revocation.
 type revokeState uint8
 
@@ -218,6 +237,7 @@ type lease struct {
 	wakeOnDrain atomic.Bool
 	h           *Holder
 	number      uint64
+	fingerprint string
 
 	// Guarded by h.mu.
 	secret     *Secret // the latest Secret of this value, for Revoke
@@ -593,7 +613,7 @@ func (h *Holder) store(ctx context.Context, now time.Time, s *Secret) error {
 			h.seq++
 			v.number = h.seq
 		}
-		v.lease = &lease{h: h, number: v.number, secret: &sec, values: sec.Values()}
+		v.lease = &lease{h: h, number: v.number, fingerprint: fp, secret: &sec, values: sec.Values()}
 		h.register(v.lease) // before any request can see the value
 		h.rotations++
 	}
@@ -714,6 +734,7 @@ func (h *Holder) revokeAll(ctx context.Context, ls []*lease, why string) error {
 		h.mu.Lock()
 		sec := l.secret
 		h.mu.Unlock()
+		inFlight := l.refs.Load()
 		err := h.revoker.Revoke(ctx, sec)
 		h.mu.Lock()
 		l.revoke = revokeDone
@@ -726,10 +747,14 @@ func (h *Holder) revokeAll(ctx context.Context, ls []*lease, why string) error {
 			err = fmt.Errorf("revoking version %d of credential %q: %w", l.number, h.Name, err)
 			h.log.WithFields(f).WithError(err).Warn("credential revocation failed")
 			errs = append(errs, err)
-			continue
+		} else {
+			f[fieldReason] = why
+			h.log.WithFields(f).Info("credential revoked")
 		}
-		f[fieldReason] = why
-		h.log.WithFields(f).Info("credential revoked")
+		if h.OnRevoke != nil {
+			h.OnRevoke(Revocation{Name: h.Name, Version: l.number, Fingerprint: l.fingerprint,
+				Reason: why, InFlight: max(inFlight, 0), Err: err})
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -35,6 +35,8 @@ type SetOptions struct {
 	NewSource func(config.Credential) (Source, error)
 	// OnRotate is every holder's OnRotate.
 	OnRotate func(name, result string)
+	// OnRevoke is every holder's OnRevoke.
+	OnRevoke func(Revocation)
 }
 
 // NewSet builds one Holder per credential, all sharing one fingerprint key
@@ -96,6 +98,7 @@ func (s *Set) newHolder(c config.Credential, opts SetOptions, newSource func(con
 		Log:           opts.Log,
 		Secrets:       s.secrets,
 		OnRotate:      opts.OnRotate,
+		OnRevoke:      opts.OnRevoke,
 	}, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"github.com/sidekey/sidekey/config"
+	"github.com/sidekey/sidekey/events"
 	"github.com/sidekey/sidekey/injector"
 	"github.com/sidekey/sidekey/telemetry"
 )
@@ -48,6 +49,17 @@ type Admin struct {
 	// RotateTimeout bounds a forced refresh; zero means 30s.
 	RotateTimeout time.Duration
 	Log           logrus.FieldLogger
+	// Events streams /v1/events (and feeds the status page); nil answers
+	// 404 there.
+	Events *events.Broker
+	// Heartbeat is how often an idle event stream gets a comment line, so
+	// that clients and middleboxes see it alive; zero is 15s.
+	Heartbeat time.Duration
+	// Routes lists the routes for /v1/routes; nil: none.
+	Routes func() any
+
+	writeWait time.Duration // eventsWriteWait unless set (tests)
+	pprof     atomic.Bool
 
 	token   atomic.Pointer[string]
 	admit   atomic.Pointer[admission]
@@ -130,6 +142,14 @@ func (a *Admin) handle(ctx *fasthttp.RequestCtx) {
 		a.get(ctx, func() { a.writeJSON(ctx, fasthttp.StatusOK, a.callers()) })
 	case strings.HasPrefix(path, "/v1/credentials/") && strings.HasSuffix(path, "/rotate"):
 		a.rotate(ctx, strings.TrimSuffix(strings.TrimPrefix(path, "/v1/credentials/"), "/rotate"))
+	case path == "/v1/events" && a.Events != nil:
+		a.get(ctx, func() { a.events(ctx) })
+	case path == "/v1/routes":
+		a.get(ctx, func() { a.writeJSON(ctx, fasthttp.StatusOK, a.routes()) })
+	case path == "/":
+		a.get(ctx, func() { a.statusPage(ctx) })
+	case strings.HasPrefix(path, pprofPrefix) && a.pprof.Load():
+		a.profile(ctx, path)
 	default:
 		writeError(ctx, fasthttp.StatusNotFound, codeNotFound, "")
 	}

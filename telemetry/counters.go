@@ -12,17 +12,40 @@ import (
 
 // Counter is one series of a labelled counter family: an atomic count,
 // read only when a reader collects. Inc and Add take no lock and allocate
-// nothing.
+// nothing; in an observed family they also tell its observer, when one is
+// set, at the cost of one more atomic load.
 type Counter struct {
 	attrs attribute.Set
 	n     atomic.Uint64
+	obs   *observer // nil outside an observed family
+	label string    // the series' label value, for obs
 }
 
 // Inc adds one.
-func (c *Counter) Inc() { c.n.Add(1) }
+func (c *Counter) Inc() {
+	c.n.Add(1)
+	if c.obs != nil {
+		c.obs.notify(c.label)
+	}
+}
 
 // Add adds n.
-func (c *Counter) Add(n uint64) { c.n.Add(n) }
+func (c *Counter) Add(n uint64) {
+	c.n.Add(n)
+	if c.obs != nil && n > 0 {
+		c.obs.notify(c.label)
+	}
+}
+
+// observer holds the function an observed family's counters call with
+// their label value on every increment.
+type observer struct{ f atomic.Pointer[func(string)] }
+
+func (o *observer) notify(label string) {
+	if f := o.f.Load(); f != nil {
+		(*f)(label)
+	}
+}
 
 // Value is the count so far.
 func (c *Counter) Value() uint64 { return c.n.Load() }
@@ -53,6 +76,19 @@ func (m *Metrics) CallersRefused(reason string) *Counter {
 	return m.counter(familyCallersRefused, reason)
 }
 
+// OnCallerRefused has f called with the reason of every request counted in
+// sidekey_callers_refused_total, from the goroutine that refused it, so
+// refusals can be reported as events without the proxy knowing of them. f
+// runs on the request path: it must not block, and should not allocate for
+// each call (rate-limit first). nil removes it. Safe to call at any time.
+func (m *Metrics) OnCallerRefused(f func(reason string)) {
+	if f == nil {
+		m.refusedObs.f.Store(nil)
+		return
+	}
+	m.refusedObs.f.Store(&f)
+}
+
 // SecretsScrubbed returns the series of sidekey_secrets_scrubbed_total for
 // a route, creating it at 0.
 func (m *Metrics) SecretsScrubbed(route string) *Counter {
@@ -67,6 +103,9 @@ func (m *Metrics) counter(f family, value string) *Counter {
 		return c
 	}
 	c := &Counter{attrs: attribute.NewSet(f.label.String(value))}
+	if f.name == familyCallersRefused.name {
+		c.obs, c.label = &m.refusedObs, value
+	}
 	m.counters[key] = c
 	return c
 }

@@ -129,6 +129,8 @@ type Metrics struct {
 	credentials  atomic.Pointer[func() []CredentialState]
 	certificates atomic.Pointer[func() []CertificateState]
 	dropped      atomic.Pointer[func() uint64]
+	// refusedObs is told of each caller refusal (OnCallerRefused).
+	refusedObs observer
 
 	mu           sync.Mutex
 	routes       map[string]*RouteMetrics

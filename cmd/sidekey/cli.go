@@ -24,6 +24,9 @@ commands:
                      credentials: source, version, state, expiry, last error
   rotate NAME [--admin URL]
                      refresh one credential now (token: SIDEKEY_ADMIN_TOKEN)
+  watch [--admin URL] [--json]
+                     follow /v1/events, one line per rotation, failure,
+                     expiry, revocation, certificate, reload or refusal
   scan [-v] PATH...  report credential-shaped strings as FILE:LINE: kind, never
                      the value; exit 1 on a find. Not reported: a line that
                      contains sidekey:allow-secret (for test fixtures)
@@ -53,6 +56,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return cmdStatus(ctx, rest, stdout, stderr)
 	case "rotate":
 		return cmdRotate(ctx, rest, stdout, stderr)
+	case "watch":
+		return cmdWatch(ctx, rest, stdout, stderr)
 	case "scan":
 		return cmdScan(ctx, rest, stdout, stderr)
 	case "demo-token":

@@ -34,6 +34,7 @@ type daemon struct {
 	creds liveSet // the current set, for the admin API and metrics
 	px    *proxy.Proxy
 	admin *proxy.Admin
+	ev    *eventSources // what /v1/events streams
 
 	pln, aln net.Listener
 	onListen listening
@@ -74,6 +75,7 @@ func (d *daemon) start() {
 	}
 	d.serveOn(d.px.Serve, d.pln, "proxy")
 	d.serveOn(d.admin.Serve, d.aln, "admin")
+	go d.ev.watchExpiry(d.holdersCtx)
 	d.startCerts()
 }
 

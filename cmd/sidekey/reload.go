@@ -24,6 +24,7 @@ import (
 func (d *daemon) reload(ctx context.Context) {
 	if d.cfg.File == "-" || d.cfg.File == "" {
 		d.log.Warn("reload refused: a configuration read from stdin cannot be reloaded")
+		d.ev.reloadRefused(d.cfg.File, errors.New("a configuration read from stdin cannot be reloaded"))
 		return
 	}
 	d.log.WithField("file", d.cfg.File).Info("reloading configuration")
@@ -64,6 +65,7 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 		closeNew(aln, d.aln)
 		return err
 	}
+	d.ev.use(cfg, next)
 	for _, h := range added {
 		d.runHolder(h)
 	}
@@ -71,6 +73,7 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 	d.creds.Store(next)
 	d.admin.SetToken(token)
 	d.admin.SetPolicy(cfg)
+	d.admin.SetPprof(cfg.Admin.Pprof)
 	if lvl, err := logrus.ParseLevel(cfg.Log.Level); err == nil {
 		d.log.SetLevel(lvl)
 	}
@@ -81,6 +84,7 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 	d.cfg = cfg
 	d.log.WithFields(logrus.Fields{"routes": len(cfg.Routes), "credentials": len(cfg.Credentials),
 		"credentials_added": len(added), "credentials_removed": len(removed)}).Info("configuration reloaded")
+	d.ev.reloadApplied(cfg, added, removed)
 	return nil
 }
 
@@ -94,6 +98,7 @@ func (d *daemon) refuse(err error) {
 		d.log.WithError(err).Error("reload refused")
 	}
 	d.log.Warn("the running configuration keeps serving")
+	d.ev.reloadRefused(d.cfg.File, err)
 }
 
 // reloadable refuses changes that cannot be applied in place.

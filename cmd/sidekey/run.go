@@ -143,6 +143,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, stderr io.Writer) (*daem
 		return nil, err
 	}
 	d.creds.Store(d.set)
+	d.ev = newEventSources(cfg, d.set)
 	if err := d.buildCerts(cfg); err != nil {
 		d.closeTelemetry()
 		return nil, err
@@ -160,7 +161,10 @@ func newDaemon(ctx context.Context, cfg *config.Config, stderr io.Writer) (*daem
 	d.admin = &proxy.Admin{Credentials: &d.creds, Required: d.px.Required, Scrub: d.red.Bytes, Callers: d.px.Callers,
 		Log: d.log, Metrics: d.metrics.Handler(),
 		Certificates:        func() any { return d.certificateInfos() },
-		CertificateProblems: d.certificateProblems}
+		CertificateProblems: d.certificateProblems,
+		Events:              d.ev.broker, Routes: d.ev.routeList}
+	d.metrics.OnCallerRefused(d.ev.callerRefused)
+	d.admin.SetPprof(cfg.Admin.Pprof)
 	d.metrics.ObserveCertificates(d.certificateStates)
 	d.admin.SetToken(token)
 	d.admin.SetPolicy(cfg)
@@ -193,12 +197,15 @@ func (d *daemon) startTelemetry(ctx context.Context, cfg *config.Config) error {
 
 func (d *daemon) setOptions() injector.SetOptions {
 	return injector.SetOptions{Log: d.log, Secrets: d.red, OnRotate: d.rotated,
+		OnRevoke:  func(r injector.Revocation) { d.ev.revoked(r) },
 		NewSource: injector.Sources{Vault: d.vault}.New}
 }
 
-// rotated is every holder's OnRotate: a metric and a rotation span.
+// rotated is every holder's OnRotate: a metric, an event and a rotation
+// span.
 func (d *daemon) rotated(name, result string) {
 	d.metrics.Rotation(name, result)
+	d.ev.rotated(name, result)
 	if !d.tracing.Enabled() {
 		return
 	}

@@ -24,7 +24,7 @@ func adminFlags(name string, args []string, stderr io.Writer) (admin string, asJ
 	fs := flag.NewFlagSet("sidekey "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&admin, "admin", defaultAdmin, "admin API base URL")
-	if name == "status" {
+	if name == "status" || name == "watch" {
 		fs.BoolVar(&asJSON, "json", false, "print the admin API's JSON")
 	}
 	for {

@@ -84,6 +84,7 @@ func (d *daemon) bindTLS(cfg *config.Config) error {
 // startCerts serves the TLS listener and runs the certificate managers.
 func (d *daemon) startCerts() {
 	for _, cc := range d.clientCerts {
+		go d.ev.watchCertificates(d.holdersCtx, cc.Changed, func() []certs.Info { return []certs.Info{cc.Info()} })
 		go func() {
 			if err := cc.Run(d.holdersCtx); err != nil {
 				d.log.WithField("certificate", cc.Name()).WithError(err).Error("client certificate stopped")
@@ -93,6 +94,7 @@ func (d *daemon) startCerts() {
 	if d.inbound == nil {
 		return
 	}
+	go d.ev.watchCertificates(d.holdersCtx, d.inbound.Changed, d.inbound.Certificates)
 	d.serveOn(d.px.Serve, d.tlsLn, "tls")
 	if d.challenge != nil {
 		d.servers.Go(func() {
