@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -61,6 +62,7 @@ type Admin struct {
 	writeWait time.Duration // eventsWriteWait unless set (tests)
 	pprof     atomic.Bool
 
+	srvMu   sync.Mutex // guards srv, built by the first Serve
 	token   atomic.Pointer[string]
 	admit   atomic.Pointer[admission]
 	metrics fasthttp.RequestHandler
@@ -79,10 +81,22 @@ func (a *Admin) SetPolicy(cfg *config.Config) {
 // Safe to call while serving (a reload changes it).
 func (a *Admin) SetToken(token string) { a.token.Store(&token) }
 
-// Serve answers admin requests on ln until Shutdown.
+// Serve answers admin requests on ln until Shutdown. It may be called again
+// for another listener, concurrently with Shutdown.
 func (a *Admin) Serve(ln net.Listener) error {
+	err := a.server().Serve(ln)
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// server returns the admin server, built on first use.
+func (a *Admin) server() *fasthttp.Server {
+	a.srvMu.Lock()
+	defer a.srvMu.Unlock()
 	if a.srv != nil {
-		return a.serve(ln)
+		return a.srv
 	}
 	if a.Metrics != nil {
 		a.metrics = fasthttpadaptor.NewFastHTTPHandler(a.Metrics)
@@ -96,25 +110,18 @@ func (a *Admin) Serve(ln net.Listener) error {
 		NoDefaultServerHeader: true,
 		CloseOnShutdown:       true,
 	}
-	return a.serve(ln)
-}
-
-// serve runs the admin server on one more listener (a reload that moves
-// the admin address serves the new one before closing the old).
-func (a *Admin) serve(ln net.Listener) error {
-	err := a.srv.Serve(ln)
-	if errors.Is(err, net.ErrClosed) {
-		return nil
-	}
-	return err
+	return a.srv
 }
 
 // Shutdown stops the admin server; safe before Serve and more than once.
 func (a *Admin) Shutdown(ctx context.Context) error {
-	if a.srv == nil {
+	a.srvMu.Lock()
+	srv := a.srv
+	a.srvMu.Unlock()
+	if srv == nil {
 		return nil
 	}
-	return a.srv.ShutdownWithContext(ctx)
+	return srv.ShutdownWithContext(ctx)
 }
 
 func (a *Admin) handle(ctx *fasthttp.RequestCtx) {
