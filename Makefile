@@ -35,6 +35,7 @@ unit:
 # package runs a real Vault core in-process; its module is large, so it is
 # built without the race detector (the binary under test never has it).
 e2e: build
+	bash e2e/deps.sh
 	cd e2e && SIDEKEY_E2E_BIN=$(abspath $(BIN)) $(GO) test -race -count=1 -timeout 15m . ./acme/
 	cd e2e && SIDEKEY_E2E_BIN=$(abspath $(BIN)) $(GO) test -count=1 -timeout 15m ./vault/
 
@@ -48,6 +49,7 @@ fuzz:
 	done
 	$(GO) test -run='^$$' -fuzz='^FuzzCanonicalHost$$' -fuzztime=$(FUZZTIME_SMALL) -fuzzminimizetime=$(FUZZMINIMIZE) ./certs/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseRawDiff$$' -fuzztime=$(FUZZTIME_SMALL) -fuzzminimizetime=$(FUZZMINIMIZE) ./cmd/sidekey/
+	$(GO) test -run='^$$' -fuzz='^FuzzReadSSE$$' -fuzztime=$(FUZZTIME_SMALL) -fuzzminimizetime=$(FUZZMINIMIZE) ./cmd/sidekey/
 
 lint: scan
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above need formatting'; exit 1; }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what the end-to-end suite drives besides the sidekey binary,
+# when it is missing: Debian packages (as root, or with sudo -n). `make e2e`
+# runs it; on a machine that has everything it changes nothing.
+set -euo pipefail
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+	sudo="sudo -n"
+fi
+
+missing=()
+# chromium: the status page's test (TestStatusPage) drives it headless.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "e2e: installing ${missing[*]}" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	$sudo apt-get update -qq >/dev/null
+	$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
