@@ -89,27 +89,8 @@ func TestResponseHeadersFixed(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	upURL = srv.URL
-	u, _ := url.Parse(srv.URL)
-	red := telemetry.NewRedactor()
-	e := &env{}
-	e.set("TOKEN", "tok-echoed-123")
-	set, err := injector.NewSet([]config.Credential{{Name: "cred", Source: "env", EnvName: "TOKEN"}},
-		injector.SetOptions{Secrets: red, NewSource: func(config.Credential) (injector.Source, error) {
-			return &injector.EnvSource{Name: "TOKEN", Lookup: e.lookup}, nil
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := set.Holder("cred").Refresh(context.Background()); err != nil {
-		t.Fatal(err)
-	}
 	m, _ := telemetry.NewMetrics(telemetry.MetricsOptions{})
-	px, err := New(&config.Config{Routes: []config.Route{{Name: "r", PathPrefix: "/r/", Upstream: u, StripPrefix: true,
-		Timeout: 5 * time.Second, Inject: &config.Inject{Credential: "cred", As: "bearer"}}}}, set,
-		Options{Scrub: red, Metrics: m})
-	if err != nil {
-		t.Fatal(err)
-	}
+	px := scrubbingProxy(t, srv.URL, "tok-echoed-123", false, m)
 	base := serve(t, px)
 	req, _ := http.NewRequest("GET", base+"/r/x", nil)
 	resp, err := http.DefaultTransport.RoundTrip(req)
@@ -183,26 +164,7 @@ func TestScrubBody(t *testing.T) {
 		}
 	}))
 	t.Cleanup(srv.Close)
-	u, _ := url.Parse(srv.URL)
-	red := telemetry.NewRedactor()
-	e := &env{}
-	e.set("TOKEN", tok)
-	set, err := injector.NewSet([]config.Credential{{Name: "cred", Source: "env", EnvName: "TOKEN"}},
-		injector.SetOptions{Secrets: red, NewSource: func(config.Credential) (injector.Source, error) {
-			return &injector.EnvSource{Name: "TOKEN", Lookup: e.lookup}, nil
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := set.Holder("cred").Refresh(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	px, err := New(&config.Config{Routes: []config.Route{{Name: "r", PathPrefix: "/r/", Upstream: u, StripPrefix: true,
-		Timeout: 5 * time.Second, ScrubBody: true, Inject: &config.Inject{Credential: "cred", As: "bearer"}}}}, set,
-		Options{Scrub: red})
-	if err != nil {
-		t.Fatal(err)
-	}
+	px := scrubbingProxy(t, srv.URL, tok, true, nil)
 	base := serve(t, px)
 	fetch := func(path string) (int, string) {
 		t.Helper()
@@ -234,4 +196,32 @@ func TestScrubBody(t *testing.T) {
 	if status, b := fetch("/gzip"); status != 502 || !strings.Contains(b, "upstream_body_encoded") {
 		t.Errorf("gzip: %d %q", status, b)
 	}
+}
+
+// scrubbingProxy is a proxy with one bearer route /r/ to upstream, injecting
+// tok, with a redactor that knows tok; scrubBody sets the route's
+// scrub_body.
+func scrubbingProxy(t *testing.T, upstream, tok string, scrubBody bool, m *telemetry.Metrics) *Proxy {
+	t.Helper()
+	u, _ := url.Parse(upstream)
+	red := telemetry.NewRedactor()
+	e := &env{}
+	e.set("TOKEN", tok)
+	set, err := injector.NewSet([]config.Credential{{Name: "cred", Source: "env", EnvName: "TOKEN"}},
+		injector.SetOptions{Secrets: red, NewSource: func(config.Credential) (injector.Source, error) {
+			return &injector.EnvSource{Name: "TOKEN", Lookup: e.lookup}, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := set.Holder("cred").Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	px, err := New(&config.Config{Routes: []config.Route{{Name: "r", PathPrefix: "/r/", Upstream: u, StripPrefix: true,
+		Timeout: 5 * time.Second, ScrubBody: scrubBody, Inject: &config.Inject{Credential: "cred", As: "bearer"}}}}, set,
+		Options{Scrub: red, Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return px
 }

@@ -283,20 +283,33 @@ func (r *report) detail(sb *strings.Builder, l *layout, conns int) {
 // reference sets sidekey beside the bare fasthttp proxy, the floor of
 // what a fasthttp-based proxy can do, as a paired ratio.
 func (r *report) reference(sb *strings.Builder) {
-	if !r.has(peerSidekey) || !r.has(peerFasthttp) {
+	r.paired(sb, pairing{base: peerFasthttp, other: peerSidekey, baseName: "fasthttp", otherName: "sidekey",
+		title: "sidekey against the bare fasthttp proxy",
+		intro: "The two run back to back in each repeat, in alternating order; the paired ratio is the median, over repeats, " +
+			"of sidekey's req/s divided by the bare proxy's within one repeat, with its range. " +
+			"The ratio of the two medians is beside it."})
+}
+
+// pairing is a table of two proxies run back to back, as a paired ratio
+// of other to base, with their CPU per request.
+type pairing struct {
+	base, other         string // peers
+	baseName, otherName string // column names
+	title, intro        string
+}
+
+func (r *report) paired(sb *strings.Builder, pr pairing) {
+	if !r.has(pr.base) || !r.has(pr.other) {
 		return
 	}
-	sb.WriteString("## sidekey against the bare fasthttp proxy\n\n" +
-		"The two run back to back in each repeat, in alternating order; the paired ratio is the median, over repeats, " +
-		"of sidekey's req/s divided by the bare proxy's within one repeat, with its range. " +
-		"The ratio of the two medians is beside it.\n\n")
-	tableHead(sb, []string{"layout", "conns", "fasthttp req/s", "sidekey req/s", "paired ratio", "ratio of medians",
-		"CPU µs/req fasthttp / sidekey"})
+	sb.WriteString("## " + pr.title + "\n\n" + pr.intro + "\n\n")
+	tableHead(sb, []string{"layout", "conns", pr.baseName + " req/s", pr.otherName + " req/s", "paired ratio", "ratio of medians",
+		"CPU µs/req " + pr.baseName + " / " + pr.otherName})
 	for _, l := range r.layouts {
 		for _, conns := range r.o.conns {
-			base, sk := r.cell(l.name, conns, peerFasthttp), r.cell(l.name, conns, peerSidekey)
-			tableRow(sb, append([]string{l.name, strconv.Itoa(conns)}, append(pairCells(base, sk),
-				oneDecimal(base.stat(cpuUS))+" / "+oneDecimal(sk.stat(cpuUS)))...))
+			base, other := r.cell(l.name, conns, pr.base), r.cell(l.name, conns, pr.other)
+			tableRow(sb, append([]string{l.name, strconv.Itoa(conns)}, append(pairCells(base, other),
+				oneDecimal(base.stat(cpuUS))+" / "+oneDecimal(other.stat(cpuUS)))...))
 		}
 	}
 	sb.WriteString("\n")
@@ -330,43 +343,21 @@ func (r *report) rotation(sb *strings.Builder) {
 // base sets this build beside the base build (-sidekey-base): what a
 // change to the request path costs.
 func (r *report) base(sb *strings.Builder) {
-	if !r.has(peerSidekey) || !r.has(peerSidekeyBase) {
-		return
-	}
-	sb.WriteString("## Against the base build\n\nThis build of sidekey beside the base build given with -sidekey-base, same configuration. " +
-		"The two run back to back in each repeat, in alternating order; the paired ratio is the median, over repeats, " +
-		"of this build's req/s divided by the base build's, with its range. The ratio of the two medians is beside it.\n\n")
-	tableHead(sb, []string{"layout", "conns", "base req/s", "this build req/s", "paired ratio", "ratio of medians",
-		"CPU µs/req base / this"})
-	for _, l := range r.layouts {
-		for _, conns := range r.o.conns {
-			base, c := r.cell(l.name, conns, peerSidekeyBase), r.cell(l.name, conns, peerSidekey)
-			tableRow(sb, append([]string{l.name, strconv.Itoa(conns)}, append(pairCells(base, c),
-				oneDecimal(base.stat(cpuUS))+" / "+oneDecimal(c.stat(cpuUS)))...))
-		}
-	}
-	sb.WriteString("\n")
+	r.paired(sb, pairing{base: peerSidekeyBase, other: peerSidekey, baseName: "base", otherName: "this build",
+		title: "Against the base build",
+		intro: "This build of sidekey beside the base build given with -sidekey-base, same configuration. " +
+			"The two run back to back in each repeat, in alternating order; the paired ratio is the median, over repeats, " +
+			"of this build's req/s divided by the base build's, with its range. The ratio of the two medians is beside it."})
 }
 
 // callers sets sidekey with callers beside the same sidekey without.
 func (r *report) callers(sb *strings.Builder) {
-	if !r.has(peerSidekey) || !r.has(peerSidekeyCaller) {
-		return
-	}
-	sb.WriteString("## Callers\n\nsidekey with three token callers, the route admitting one, the application naming itself " +
-		"with its caller token in the place the route injects (its Authorization header), beside the same sidekey without callers. " +
-		"The two run back to back in each repeat, in alternating order; the paired ratio is the median, over repeats, " +
-		"of req/s with callers divided by req/s without, with its range. The ratio of the two medians is beside it.\n\n")
-	tableHead(sb, []string{"layout", "conns", "without req/s", "with callers req/s", "paired ratio", "ratio of medians",
-		"CPU µs/req without / with"})
-	for _, l := range r.layouts {
-		for _, conns := range r.o.conns {
-			base, c := r.cell(l.name, conns, peerSidekey), r.cell(l.name, conns, peerSidekeyCaller)
-			tableRow(sb, append([]string{l.name, strconv.Itoa(conns)}, append(pairCells(base, c),
-				oneDecimal(base.stat(cpuUS))+" / "+oneDecimal(c.stat(cpuUS)))...))
-		}
-	}
-	sb.WriteString("\n")
+	r.paired(sb, pairing{base: peerSidekey, other: peerSidekeyCaller, baseName: "without", otherName: "with callers",
+		title: "Callers",
+		intro: "sidekey with three token callers, the route admitting one, the application naming itself " +
+			"with its caller token in the place the route injects (its Authorization header), beside the same sidekey without callers. " +
+			"The two run back to back in each repeat, in alternating order; the paired ratio is the median, over repeats, " +
+			"of req/s with callers divided by req/s without, with its range. The ratio of the two medians is beside it."})
 }
 
 // alternation is the sidekey-alternate runs: rotating windows against the
