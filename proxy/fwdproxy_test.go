@@ -17,6 +17,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -666,5 +667,46 @@ func TestForwardPolicy(t *testing.T) {
 	}
 	if _, err := newForwardPolicy(cfg, nil, ForwardOptions{}); err == nil {
 		t.Error("route hosts without a CA were accepted")
+	}
+}
+
+// TestForwardUpgrade: a protocol upgrade (websockets) inside an
+// intercepted tunnel is tunnelled on to the upstream with the credential,
+// and stays open after the proxy's server has let go of the connection.
+func TestForwardUpgrade(t *testing.T) {
+	var auth atomic.Pointer[string]
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a := r.Header.Get("Authorization")
+		auth.Store(&a)
+		c, brw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		_ = brw.Flush()
+		_, _ = io.Copy(c, brw)
+	}))
+	t.Cleanup(srv.Close)
+	fp := startFwd(t, fwdConfig(srv.URL, defaultFwd), map[string]string{"TOKEN": "upstream-token"}, srv, ForwardOptions{})
+	conn := fp.interceptRaw(t, apiHost+":443")
+	if _, err := io.WriteString(conn.c, "GET /ws HTTP/1.1\r\nHost: "+apiHost+"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(conn.br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	for _, msg := range []string{"hello", "again"} {
+		if _, err := io.WriteString(conn.c, msg); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, len(msg))
+		if _, err := io.ReadFull(conn.br, buf); err != nil || string(buf) != msg {
+			t.Fatalf("echo: %q %v", buf, err)
+		}
+	}
+	if a := auth.Load(); a == nil || *a != "Bearer upstream-token" {
+		t.Errorf("upstream Authorization %v", a)
 	}
 }

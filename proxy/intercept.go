@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -54,7 +55,12 @@ func (f *Forward) serveIntercepted(conn net.Conn, cfg *tls.Config, t target, tok
 		_ = tc.Close()
 		return
 	}
-	_ = f.p.srv.ServeConn(&interceptedConn{Conn: tc, raw: rawConn(conn), host: t.host, token: tok})
+	ic := &interceptedConn{Conn: tc, raw: rawConn(conn), host: t.host, token: tok, done: make(chan struct{})}
+	_ = f.p.srv.ServeConn(ic)
+	// ServeConn returns at once when a request inside hijacks the
+	// connection (a websocket): its tunnel still runs, and the connection
+	// underneath must stay open until that ends too.
+	<-ic.done
 }
 
 // rawConn is the connection under a hijacked one, which Close really
@@ -75,6 +81,8 @@ type interceptedConn struct {
 	raw   net.Conn // the forward listener's connection under the TLS
 	host  string   // the CONNECT's host, canonical (target.host)
 	token []byte   // the CONNECT's caller token; nil: none
+	once  sync.Once
+	done  chan struct{} // closed by Close
 }
 
 // Close closes the TLS connection and the connection under it, so that a
@@ -82,6 +90,7 @@ type interceptedConn struct {
 func (c *interceptedConn) Close() error {
 	err := c.Conn.Close()
 	_ = c.raw.Close()
+	c.once.Do(func() { close(c.done) })
 	return err
 }
 
