@@ -24,6 +24,11 @@ commands:
                      credentials: source, version, state, expiry, last error
   rotate NAME [--admin URL]
                      refresh one credential now (token: SIDEKEY_ADMIN_TOKEN)
+  env -c FILE        print the shell lines that point a process at the forward
+                     proxy: eval "$(sidekey env -c FILE)"
+  exec -c FILE [--caller NAME] [-v] -- CMD ARGS...
+                     run CMD against a forward proxy started for it (ephemeral
+                     ports and CA); exit with CMD's status
   scan [-v] PATH...  report credential-shaped strings as FILE:LINE: kind, never
                      the value; exit 1 on a find. Not reported: a line that
                      contains sidekey:allow-secret (for test fixtures)
@@ -53,6 +58,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return cmdStatus(ctx, rest, stdout, stderr)
 	case "rotate":
 		return cmdRotate(ctx, rest, stdout, stderr)
+	case "env":
+		return cmdEnv(rest, stdin, stdout, stderr)
+	case "exec":
+		return cmdExec(ctx, rest, stdin, stdout, stderr)
 	case "scan":
 		return cmdScan(ctx, rest, stdout, stderr)
 	case "demo-token":
