@@ -29,7 +29,7 @@ func (c *checker) build(f *fileConfig) *Config {
 	c.limits(f.Limits, &cfg.Limits)
 	cfg.Routes = c.routes(f.Routes, cfg)
 	cfg.TLS = c.tls(f.TLS)
-	cfg.ForwardProxy = c.forwardProxy(f.ForwardProxy)
+	cfg.ForwardProxy = c.forwardProxy(f.ForwardProxy, cfg)
 	c.reachable(f, cfg)
 	f.MemoryLock.to(&cfg.MemoryLock)
 	c.claimDefaults(f, cfg)
@@ -188,17 +188,4 @@ func (c *checker) storage(s *str, dst *string) {
 		return
 	}
 	*dst = s.v
-}
-
-func (c *checker) forwardProxy(f *fileForwardProxy) *ForwardProxy {
-	if f == nil {
-		return nil
-	}
-	p := &ForwardProxy{}
-	c.require(&f.meta, "forward_proxy", "listen")
-	c.listen("forward_proxy.listen", f.Listen, &p.Listen)
-	p.InterceptHosts = c.hosts("forward_proxy.intercept_hosts", f.InterceptHosts)
-	c.nonEmpty("forward_proxy.ca_cert_out", f.CACertOut, &p.CACertOut)
-	p.AllowTunnel = c.hosts("forward_proxy.allow_tunnel", f.AllowTunnel)
-	return p
 }

@@ -86,7 +86,8 @@ func (c *checker) certMatch(path string, f *fileCallerCert) *CertMatch {
 
 // Warnings are what is valid but cannot work as written: a caller that no
 // listener can identify (a certificate needs tls.client_ca, a uid a
-// unix-socket listen). validate prints them; run logs them.
+// unix-socket listen), a forward proxy with no route host to intercept.
+// validate prints them; run logs them.
 func (c *Config) Warnings() []string {
 	var out []string
 	for _, cl := range c.Callers {
@@ -97,7 +98,7 @@ func (c *Config) Warnings() []string {
 			out = append(out, fmt.Sprintf("%s:%d: callers.%s: a uid caller is never identified without a unix-socket listen (listen: unix:PATH)", c.File, cl.Line, cl.Name))
 		}
 	}
-	return out
+	return append(out, c.forwardWarnings()...)
 }
 
 // hasCaller reports whether cfg defines the named caller.

@@ -1,7 +1,9 @@
 package config
 
 import (
+	"net/netip"
 	"net/url"
+	"slices"
 	"time"
 )
 
@@ -254,12 +256,49 @@ type ACME struct {
 	RenewInterval time.Duration // how often to check for renewals; 0: 10m
 }
 
-// ForwardProxy configures the HTTPS_PROXY mode.
+// ForwardProxy configures the HTTPS_PROXY / HTTP_PROXY mode. The hosts it
+// intercepts are the route hosts (RouteHosts); other destinations are
+// refused unless AllowTunnel lists them.
 type ForwardProxy struct {
-	Listen         string
-	InterceptHosts []string
-	CACertOut      string
-	AllowTunnel    []string
+	Listen string
+	Line   int // line of the forward_proxy key, for messages
+	CA     ForwardCA
+	// AllowTunnel are the CONNECT destinations passed through untouched:
+	// "name", "*.name" (every name below it), an IP literal, each with an
+	// optional ":port" (443 when absent). Lower case, as written otherwise.
+	AllowTunnel []string
+	// AllowAddresses are the address ranges a destination may resolve into
+	// although they are loopback, private, link-local, CGNAT or the like.
+	// Masked; an IPv4-mapped range is given as its IPv4 range.
+	AllowAddresses []netip.Prefix
+}
+
+// ForwardCA is the forward-proxy CA: generated in memory at start-up, or
+// a CA of one's own when Cert and Key are set (both or neither).
+type ForwardCA struct {
+	// CertOut receives the CA certificate, BundleOut the system's roots
+	// followed by it; "" writes nothing there. Never a key.
+	CertOut   string
+	BundleOut string
+	Cert      *Ref
+	Key       *Ref
+}
+
+// Generated reports whether the CA is generated in memory rather than
+// loaded from Cert and Key.
+func (ca ForwardCA) Generated() bool { return ca.Cert == nil && ca.Key == nil }
+
+// RouteHosts lists the distinct route hosts (match.host), sorted: the
+// hosts the forward proxy intercepts.
+func (c *Config) RouteHosts() []string {
+	var out []string
+	for _, r := range c.Routes {
+		if r.Host != "" && !slices.Contains(out, r.Host) {
+			out = append(out, r.Host)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Limits bound each listener's connections (SPEC limits).

@@ -174,10 +174,18 @@ type fileACME struct {
 
 type fileForwardProxy struct {
 	meta
-	Listen         *str   `yaml:"listen"`
-	InterceptHosts []*str `yaml:"intercept_hosts"`
-	CACertOut      *str   `yaml:"ca_cert_out"`
-	AllowTunnel    []*str `yaml:"allow_tunnel"`
+	Listen         *str           `yaml:"listen"`
+	CA             *fileForwardCA `yaml:"ca"`
+	AllowTunnel    []*str         `yaml:"allow_tunnel"`
+	AllowAddresses []*str         `yaml:"allow_addresses"`
+}
+
+type fileForwardCA struct {
+	meta
+	CertOut   *str `yaml:"cert_out"`
+	BundleOut *str `yaml:"bundle_out"`
+	Cert      *str `yaml:"cert"` // a reference
+	Key       *str `yaml:"key"`  // a reference
 }
 
 type fileLimits struct {

@@ -67,7 +67,7 @@ func TestLintIgnoresOrdinaryText(t *testing.T) {
 		"name: risk-assessment-pipeline-config-service",
 		"name: task-scheduler-background-worker",
 		"path: /var/run/secrets/kubernetes.io/serviceaccount/token",
-		"ca_cert_out: ./sidekey-ca.pem",
+		"cert_out: /run/sidekey/ca.pem",
 		"-----BEGIN CERTIFICATE-----",
 		"-----BEGIN PUBLIC KEY-----",
 		"prefix: ghp_ is a classic token prefix",

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -69,10 +70,11 @@ func TestLoadSpecSample(t *testing.T) {
 		{"tls listen", cfg.TLS.Listen, ":8443"},
 		{"acme", *cfg.TLS.ACME, ACME{Domains: []string{"api-gw.example.com"}, Email: "ops@example.com",
 			Directory: DefaultACMEDirectory, Challenge: "tls-alpn-01", Storage: "memory"}},
-		{"forward proxy", *cfg.ForwardProxy, ForwardProxy{Listen: "127.0.0.1:3128",
-			InterceptHosts: []string{"api.github.com"}, CACertOut: "./sidekey-ca.pem"}},
+		{"forward proxy", *cfg.ForwardProxy, ForwardProxy{Listen: "127.0.0.1:3128", Line: 96,
+			CA:          ForwardCA{CertOut: "/run/sidekey/ca.pem", BundleOut: "/run/sidekey/ca-bundle.pem"},
+			AllowTunnel: []string{"*.amazonaws.com"}}},
 		{"callers", callerSummary(cfg.Callers), []string{"ci-runner token", "laptop-user uid", "payments-app cert"}},
-		{"warnings", len(cfg.Warnings()), 2}, // the cert and uid callers: no client_ca, no unix listen
+		{"warnings", len(cfg.Warnings()), 3}, // the cert and uid callers: no client_ca, no unix listen; no route host to intercept
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {
@@ -253,6 +255,15 @@ func TestLoadEveryKey(t *testing.T) {
 		cfg.Certificates[0].CertFile != "/etc/sidekey/client.pem" || cfg.TLS.ACME.HTTPListen != ":18081" ||
 		cfg.Routes[1].Host != "api.keyed.example" || cfg.ForwardProxy.AllowTunnel[1] != "files.pythonhosted.org" {
 		t.Errorf("config = %+v", cfg)
+	}
+	wantFwd := ForwardProxy{Listen: "127.0.0.1:13128", Line: cfg.ForwardProxy.Line, // its line moves as keys are added above it
+		CA: ForwardCA{CertOut: "/run/sidekey/ca.pem", BundleOut: "/run/sidekey/ca-bundle.pem",
+			Cert: &Ref{Kind: RefFile, Name: "/etc/sidekey/forward-ca.pem"}, Key: &Ref{Kind: RefFile, Name: "/etc/sidekey/forward-ca.key"}},
+		AllowTunnel: []string{"pypi.org", "files.pythonhosted.org", "*.amazonaws.com", "git.internal:22", "[2001:db8::1]:8443"},
+		AllowAddresses: []netip.Prefix{netip.MustParsePrefix("10.20.0.0/16"), netip.MustParsePrefix("192.168.1.0/24"),
+			netip.MustParsePrefix("127.0.0.1/32")}}
+	if !reflect.DeepEqual(*cfg.ForwardProxy, wantFwd) {
+		t.Errorf("forward_proxy = %+v, want %+v", *cfg.ForwardProxy, wantFwd)
 	}
 	wantCallers := []Caller{
 		{Name: "ci-runner", Token: &Ref{Kind: RefFile, Name: "/run/sidekey/ci-token"}, UID: -1},

@@ -229,6 +229,9 @@ func TestParseReportsProblemAtItsLine(t *testing.T) {
 		{"reachable tls listen needs callers", "tls:\n  listen: :8443\n  acme: {domains: [a.example]}\n", []string{
 			`bad.yaml:2: tls.listen: ":8443" is reachable from the network: define callers (who may use the credentials), ` +
 				"listen on loopback or a unix socket, or set allow_anonymous: true"}},
+		{"reachable forward listen needs callers", "forward_proxy:\n  listen: 0.0.0.0:3128\n", []string{
+			`bad.yaml:2: forward_proxy.listen: "0.0.0.0:3128" is reachable from the network: define callers (who may use the credentials), ` +
+				"listen on loopback or a unix socket, or set allow_anonymous: true"}},
 		{"unix listen without a path", "listen: \"unix:\"\n", []string{
 			"bad.yaml:1: listen: unix: needs the path of the socket"}},
 		{"caller kinds", "callers:\n  a: {}\n  b: {token: env:B, uid: 5}\n  c: {uid: -1}\n  d: {token: hunter2}\n", []string{
@@ -282,9 +285,40 @@ func TestParseReportsProblemAtItsLine(t *testing.T) {
 			`bad.yaml:5: limits.idle_timeout: "soon" is not a duration (e.g. 30s, 5m, 1h)`}},
 
 		// Forward proxy.
-		{"forward proxy", "forward_proxy:\n  intercept_hosts: [api.example, \"a b\"]\n", []string{
+		{"forward proxy", "forward_proxy:\n  intercept_hosts: [api.example]\n  ca_cert_out: ./ca.pem\n", []string{
 			"bad.yaml:1: forward_proxy: listen is required",
-			`bad.yaml:2: forward_proxy.intercept_hosts[1]: "a b" is not a host name`}},
+			`bad.yaml:2: forward_proxy: unknown key "intercept_hosts"`,
+			`bad.yaml:3: forward_proxy: unknown key "ca_cert_out"`}},
+		{"forward proxy without a CA", "routes:\n  - {name: a, match: {host: api.example}, upstream: \"https://api.example\"}\n" +
+			"forward_proxy:\n  listen: 127.0.0.1:3128\n", []string{
+			"bad.yaml:3: forward_proxy: ca is required: the apps must be given the CA certificate (ca.cert_out or ca.bundle_out) to trust what sidekey intercepts"}},
+		{"forward proxy CA written nowhere", "routes:\n  - {name: a, match: {host: api.example}, upstream: \"https://api.example\"}\n" +
+			"forward_proxy:\n  listen: 127.0.0.1:3128\n  ca: {}\n", []string{
+			"bad.yaml:5: forward_proxy.ca: a generated CA needs cert_out or bundle_out: the apps must be given its certificate to trust it"}},
+		{"forward proxy CA", "forward_proxy:\n  listen: 127.0.0.1:3128\n  ca:\n    cert_out: /run/ca.pem\n    bundle_out: /run/ca.pem\n" +
+			"    cert: /etc/ca.pem\n", []string{
+			"bad.yaml:3: forward_proxy.ca: cert and key go together: give both (a CA of your own) or neither (one generated in memory)",
+			"bad.yaml:5: forward_proxy.ca.bundle_out: must not be the same file as cert_out",
+			"bad.yaml:6: forward_proxy.ca.cert: a literal secret is not allowed; use env:NAME, file:PATH or vault:PATH#FIELD"}},
+		{"forward proxy CA in vault", "forward_proxy:\n  listen: 127.0.0.1:3128\n  ca: {cert: \"vault:secret/data/ca#cert\", key: \"vault:secret/data/ca#key\"}\n", []string{
+			"bad.yaml:3: forward_proxy.ca.cert: a vault: reference needs a vault section",
+			"bad.yaml:3: forward_proxy.ca.key: a vault: reference needs a vault section"}},
+		{"allow_tunnel", "forward_proxy:\n  listen: 127.0.0.1:3128\n  allow_tunnel:\n" +
+			"    - \"*.amazonaws.com\"\n    - \"*.com\"\n    - a.*.example\n    - \"[::1]\"\n    - \"::1\"\n    - \"*.10.0.0.1\"\n" +
+			"    - host.example:0\n    - user@host.example\n    - \"\"\n    - 127.1\n    - Git.Example:22\n", []string{
+			`bad.yaml:5: forward_proxy.allow_tunnel[1]: "*.com": "*." needs a name of at least two labels after it`,
+			`bad.yaml:6: forward_proxy.allow_tunnel[2]: "a.*.example": "*" is allowed only as a leading "*."`,
+			`bad.yaml:8: forward_proxy.allow_tunnel[4]: "::1": IPv6 address without brackets`,
+			`bad.yaml:9: forward_proxy.allow_tunnel[5]: "*.10.0.0.1": "*." before an IP address`,
+			`bad.yaml:10: forward_proxy.allow_tunnel[6]: "host.example:0": port out of range`,
+			`bad.yaml:11: forward_proxy.allow_tunnel[7]: "user@host.example": userinfo`,
+			`bad.yaml:12: forward_proxy.allow_tunnel[8]: "": empty pattern`,
+			`bad.yaml:13: forward_proxy.allow_tunnel[9]: "127.1": last label does not begin with a letter`}},
+		{"allow_addresses", "forward_proxy:\n  listen: 127.0.0.1:3128\n  allow_addresses: [10.0.0.0/8, 10.1.2.3/8, \"::ffff:0.0.0.0/8\", \"fe80::1%eth0\", ten, \"::1\"]\n", []string{
+			`bad.yaml:3: forward_proxy.allow_addresses[1]: "10.1.2.3/8": has bits set past its /8: write 10.0.0.0/8`,
+			`bad.yaml:3: forward_proxy.allow_addresses[2]: "::ffff:0.0.0.0/8": an IPv4-mapped range must be /96 or longer`,
+			`bad.yaml:3: forward_proxy.allow_addresses[3]: "fe80::1%eth0": not a CIDR range (e.g. 10.0.0.0/8, fd00::/8) or an address`,
+			`bad.yaml:3: forward_proxy.allow_addresses[4]: "ten": not a CIDR range (e.g. 10.0.0.0/8, fd00::/8) or an address`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -325,6 +359,25 @@ func TestReachable(t *testing.T) {
 		if got := Reachable(addr); got != want {
 			t.Errorf("Reachable(%q) = %v, want %v", addr, got, want)
 		}
+	}
+}
+
+func TestForwardProxyWarnings(t *testing.T) {
+	route := "routes:\n  - {name: a, match: {host: API.Example:8443}, upstream: \"https://api.example\"}\n" +
+		"  - {name: b, match: {host: api.example, path_prefix: /b/}, upstream: \"https://api.example\"}\n" +
+		"  - {name: c, match: {path_prefix: /c/}, upstream: \"https://c.example\"}\n"
+	fwd := "forward_proxy:\n  listen: 127.0.0.1:3128\n  ca: {cert_out: /run/ca.pem}\n"
+	if cfg := mustParse(t, route+fwd); len(cfg.Warnings()) != 0 || !reflect.DeepEqual(cfg.RouteHosts(), []string{"api.example"}) {
+		t.Errorf("warnings %q, route hosts %q", cfg.Warnings(), cfg.RouteHosts())
+	}
+	cfg := mustParse(t, fwd)
+	want := []string{"test.yaml:1: forward_proxy: no route has a match.host, so nothing is intercepted " +
+		"(only allow_tunnel destinations pass) and no CA is made"}
+	if got := cfg.Warnings(); !reflect.DeepEqual(got, want) {
+		t.Errorf("warnings = %q, want %q", got, want)
+	}
+	if cfg := mustParse(t, "forward_proxy:\n  listen: 127.0.0.1:3128\n"); len(cfg.Warnings()) != 1 || !cfg.ForwardProxy.CA.Generated() {
+		t.Errorf("a tunnel-only forward proxy needs no ca: %q", cfg.Warnings())
 	}
 }
 

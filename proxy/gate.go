@@ -13,10 +13,15 @@ var hopProxyAuthorization = hopBit([]byte("Proxy-Authorization"))
 
 // admitBrowser applies the Host and browser defence; it returns the
 // refusal code, or "". A CONNECT or absolute-form request is left to pick,
-// which serves it only for a route's host.
+// which serves it only for a route's host. Inside a tunnel the forward
+// proxy intercepted, the host must be the tunnel's own.
 func (t *table) admitBrowser(ctx *fasthttp.RequestCtx, x *exchange) string {
 	h := &ctx.Request.Header
-	if !h.IsConnect() && !isAbsoluteForm(h.RequestURI()) && !t.admit.hostAllowed(h.Host(), ctx.LocalAddr()) {
+	if ic, ok := ctx.Conn().(*interceptedConn); ok {
+		if !ic.admits(ctx.Request.URI().Host()) {
+			return codeHostNotAllowed
+		}
+	} else if !h.IsConnect() && !isAbsoluteForm(h.RequestURI()) && !t.admit.hostAllowed(h.Host(), ctx.LocalAddr()) {
 		return codeHostNotAllowed
 	}
 	if len(x.origin) == 0 && len(x.site) == 0 {
@@ -40,6 +45,8 @@ func (p *Proxy) callerOf(ctx *fasthttp.RequestCtx, t *table, x *exchange, rt *ro
 		if pr.proxy == nil {
 			return nil, codeUnauthn // present, but neither Bearer nor Basic with a password
 		}
+	} else if tok := tunnelToken(ctx.Conn()); tok != nil {
+		pr.proxy = tok // the intercepted tunnel's CONNECT named the caller
 	} else {
 		pr.place, x.tok = rt.place.token(req, x.tok)
 	}
@@ -75,7 +82,11 @@ func (p *Proxy) refuse(ctx *fasthttp.RequestCtx, code string, c *caller) {
 	}
 	writeError(ctx, status, code, "")
 	if code == codeUnauthn {
-		ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, `Bearer realm="sidekey"`)
+		if fs, ok := ctx.Conn().(forwardSide); ok {
+			fs.proxyAuthRequired(ctx) // 407 on the forward proxy
+		} else {
+			ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, `Bearer realm="sidekey"`)
+		}
 	}
 	if c != nil {
 		c.stats.refused.Add(1)

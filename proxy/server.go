@@ -124,16 +124,25 @@ func New(cfg *config.Config, holders Holders, opts Options) (*Proxy, error) {
 		opts.Metrics.ObserveInflight(p.InFlight)
 	}
 	p.h2 = newH2Server(p)
-	p.srv = &fasthttp.Server{
-		Handler:        p.handle,
+	p.srv = p.newServer(p.handle)
+	return p, nil
+}
+
+// newServer builds a server for one of the proxy's listeners, with handler
+// h: the app-facing listener's (p.handle, which also serves the
+// connections the forward proxy intercepts) or the forward-proxy
+// listener's own.
+func (p *Proxy) newServer(h fasthttp.RequestHandler) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:        h,
 		ErrorHandler:   p.requestError,
-		Logger:         telemetry.Printf{Log: opts.Log},
+		Logger:         telemetry.Printf{Log: p.opts.Log},
 		ReadBufferSize: serverReadBuffer,
 		// Both the idle timeout, so that inboundConn can coalesce the two
 		// deadlines fasthttp sets per request; the header timeout applies
 		// to each connection's first request (inboundListener).
-		ReadTimeout:                  opts.Limits.IdleTimeout,
-		IdleTimeout:                  opts.Limits.IdleTimeout,
+		ReadTimeout:                  p.opts.Limits.IdleTimeout,
+		IdleTimeout:                  p.opts.Limits.IdleTimeout,
 		MaxRequestBodySize:           bufferedBodyMax,
 		StreamRequestBody:            true,
 		DisablePreParseMultipartForm: true,
@@ -142,7 +151,6 @@ func New(cfg *config.Config, holders Holders, opts Options) (*Proxy, error) {
 		CloseOnShutdown:              true,
 		SecureErrorLogMessage:        true,
 	}
-	return p, nil
 }
 
 // Reload swaps in cfg's routes, with credentials from holders, atomically:
@@ -184,9 +192,7 @@ func (p *Proxy) Reload(cfg *config.Config, holders Holders) error {
 // (each listener its own), and serves each over HTTP/1.1 or HTTP/2 as it
 // speaks (serve.go).
 func (p *Proxy) Serve(ln net.Listener) error {
-	l := p.opts.Limits.forListener(ln.Addr())
-	il := &inboundListener{Listener: ln, lim: newConnLimiter(l, p.opts.Log),
-		headerTimeout: l.HeaderTimeout, slack: l.IdleTimeout / rearmDivisor}
+	il := p.inbound(ln)
 	sl := &sortedListener{addr: ln.Addr(), conns: make(chan net.Conn), done: make(chan struct{}), closer: ln}
 	go func() { _ = p.sortConns(il, sl) }()
 	err := p.srv.Serve(sl)
@@ -194,6 +200,13 @@ func (p *Proxy) Serve(ln net.Listener) error {
 		return nil
 	}
 	return err
+}
+
+// inbound wraps ln in the listener's limits.
+func (p *Proxy) inbound(ln net.Listener) *inboundListener {
+	l := p.opts.Limits.forListener(ln.Addr())
+	return &inboundListener{Listener: ln, lim: newConnLimiter(l, p.opts.Log),
+		headerTimeout: l.HeaderTimeout, slack: l.IdleTimeout / rearmDivisor}
 }
 
 // Shutdown stops accepting, lets in-flight requests finish until ctx ends,

@@ -1,11 +1,15 @@
 package proxy
 
 import (
+	"encoding/json"
 	"errors"
 	"net"
 	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
+
+	"github.com/sidekey/sidekey/config"
 )
 
 func TestTunnelPatternParse(t *testing.T) {
@@ -191,5 +195,59 @@ func FuzzTunnelPattern(f *testing.F) {
 				t.Fatalf("%q admits its own suffix %v", s, apex)
 			}
 		}
+	})
+}
+
+// tunnelPatternCorpus is every pattern the tests above try, accepted or not.
+func tunnelPatternCorpus() []string {
+	return []string{
+		"api.example.com", "API.Example.COM.", "api.example.com:8443", "*.amazonaws.com", "*.Example.com.:443",
+		"*.example.com:22", "*.co.uk", "localhost", "203.0.113.5", "203.0.113.5:8443", "[2001:DB8::1]",
+		"[2001:db8::1]:8443", "[::ffff:10.0.0.1]", "under_score.example", "a-b.example:65535",
+		"", " ", "*", "*.", "*.*", "**.example.com", "*.*.example.com", "a.*.example.com",
+		"*a.example.com", "a*.example.com", "example.*", "*.com", "*.com.", "*.localhost",
+		"*.203.0.113.5", "*.[2001:db8::1]", "*[2001:db8::1]",
+		" api.example.com", "api.example.com ", "api .example.com",
+		"api.example.com:", "api.example.com:0", "api.example.com:65536", "api.example.com:abc",
+		"api.example.com:+443", "api.example.com:0443", ":443", "*.example.com:",
+		"http://api.example.com", "api.example.com/", "user@api.example.com", "api%2eexample.com",
+		"[203.0.113.5]", "2001:db8::1", "[fe80::1%eth0]", "[2001:db8::1]x", "01.2.3.4", "1.2.3.4.",
+		"-api.example.com", "api..example.com", "example.123", "127.1", "é.example",
+		strings.Repeat("a", 64) + ".example.com", strings.Repeat("a.", 127) + "bc", strings.Repeat("a.", 126) + "bc",
+	}
+}
+
+// TestTunnelPatternConfigAgrees: config validates allow_tunnel with its own
+// copy of the grammar (it imports nothing of ours); both accept and refuse
+// the same patterns.
+func TestTunnelPatternConfigAgrees(t *testing.T) {
+	for _, p := range tunnelPatternCorpus() {
+		checkTunnelPatternAgrees(t, p)
+	}
+}
+
+func checkTunnelPatternAgrees(t *testing.T, p string) {
+	t.Helper()
+	q, err := json.Marshal(p)
+	if err != nil {
+		return
+	}
+	_, perr := parseTunnelPattern(p)
+	src := "forward_proxy:\n  listen: 127.0.0.1:3128\n  allow_tunnel: [" + string(q) + "]\n"
+	_, cerr := config.Parse("f.yaml", []byte(src))
+	if (perr == nil) != (cerr == nil) {
+		t.Errorf("%q: the proxy says %v, config says %v", p, perr, cerr)
+	}
+}
+
+func FuzzTunnelPatternConfigAgrees(f *testing.F) {
+	for _, p := range tunnelPatternCorpus() {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		if !utf8.ValidString(p) || strings.ContainsAny(p, "\x00\ufeff") || len(p) > 300 {
+			return // not something YAML carries as written
+		}
+		checkTunnelPatternAgrees(t, p)
 	})
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/tls"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -49,11 +50,12 @@ func (rt *route) dial(timeout time.Duration) (net.Conn, error) {
 // it when the hijack handler returns.
 func splice(a, b net.Conn, idle time.Duration) {
 	done := make(chan struct{}, 1)
+	var stop atomic.Bool
 	go func() {
-		copyIdle(a, b, idle)
+		copyIdle(a, b, idle, &stop)
 		done <- struct{}{}
 	}()
-	copyIdle(b, a, idle)
+	copyIdle(b, a, idle, &stop)
 	now := time.Now()
 	_ = a.SetDeadline(now)
 	_ = b.SetDeadline(now)
@@ -62,11 +64,16 @@ func splice(a, b net.Conn, idle time.Duration) {
 }
 
 // copyIdle copies src to dst until an error, EOF, or idle without a read;
-// then it wakes the opposite copy by expiring both deadlines.
-func copyIdle(dst, src net.Conn, idle time.Duration) {
+// then it wakes the opposite copy by setting stop and expiring both
+// deadlines. stop is checked after each deadline is armed, so a copy that
+// re-arms its deadline just after the other expired it still stops.
+func copyIdle(dst, src net.Conn, idle time.Duration, stop *atomic.Bool) {
 	buf := make([]byte, 32<<10)
 	for {
 		_ = src.SetReadDeadline(time.Now().Add(idle))
+		if stop.Load() {
+			break
+		}
 		n, err := src.Read(buf)
 		if n > 0 {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
@@ -77,6 +84,7 @@ func copyIdle(dst, src net.Conn, idle time.Duration) {
 			break
 		}
 	}
+	stop.Store(true)
 	now := time.Now()
 	_ = src.SetDeadline(now)
 	_ = dst.SetDeadline(now)

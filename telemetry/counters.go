@@ -66,7 +66,10 @@ var (
 	familySecretsScrubbed = family{"sidekey.secrets.scrubbed", "{value}",
 		"Live secret values masked in responses, by route: echoed by the upstream in a header, or in a text body with scrub_body.",
 		attribute.Key("route")}
-	families = []family{familyCallersRefused, familySecretsScrubbed}
+	familyForwardConnects = family{"sidekey.forward.connects", unitRequests,
+		"Requests on the forward-proxy listener (CONNECT and absolute-form), by what became of them: intercepted, tunnelled or refused.",
+		attribute.Key("result")}
+	families = []family{familyCallersRefused, familySecretsScrubbed, familyForwardConnects}
 )
 
 // CallersRefused returns the series of sidekey_callers_refused_total for
@@ -93,6 +96,20 @@ func (m *Metrics) OnCallerRefused(f func(reason string)) {
 // a route, creating it at 0.
 func (m *Metrics) SecretsScrubbed(route string) *Counter {
 	return m.counter(familySecretsScrubbed, route)
+}
+
+// Results of sidekey_forward_connects_total.
+const (
+	ForwardIntercepted = "intercepted"
+	ForwardTunnelled   = "tunnelled"
+	ForwardRefused     = "refused"
+)
+
+// ForwardConnects returns the series of sidekey_forward_connects_total for
+// result (ForwardIntercepted, ForwardTunnelled, ForwardRefused), creating
+// it at 0. Call it when the forward listener is built, not per request.
+func (m *Metrics) ForwardConnects(result string) *Counter {
+	return m.counter(familyForwardConnects, result)
 }
 
 func (m *Metrics) counter(f family, value string) *Counter {

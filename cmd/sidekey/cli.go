@@ -27,6 +27,11 @@ commands:
   watch [--admin URL] [--json]
                      follow /v1/events, one line per rotation, failure,
                      expiry, revocation, certificate, reload or refusal
+  env -c FILE        print the shell lines that point a process at the forward
+                     proxy: eval "$(sidekey env -c FILE)"
+  exec -c FILE [--caller NAME] [-v] -- CMD ARGS...
+                     run CMD against a forward proxy started for it (ephemeral
+                     ports and CA); exit with CMD's status
   scan [-v] PATH...  report credential-shaped strings as FILE:LINE: kind, never
                      the value; exit 1 on a find. Not reported: a line that
                      contains sidekey:allow-secret (for test fixtures)
@@ -58,6 +63,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return cmdRotate(ctx, rest, stdout, stderr)
 	case "watch":
 		return cmdWatch(ctx, rest, stdout, stderr)
+	case "env":
+		return cmdEnv(rest, stdin, stdout, stderr)
+	case "exec":
+		return cmdExec(ctx, rest, stdin, stdout, stderr)
 	case "scan":
 		return cmdScan(ctx, rest, stdout, stderr)
 	case "demo-token":

@@ -39,6 +39,11 @@ type daemon struct {
 	pln, aln net.Listener
 	onListen listening
 
+	fwd      *proxy.Forward   // nil without forward_proxy
+	fln      net.Listener     // the forward-proxy listener
+	fwdCA    *certs.ForwardCA // nil when nothing is intercepted
+	fwdHosts []string         // the route hosts fwdCA was made for
+
 	vault       *injector.VaultClient // nil without a vault section
 	inbound     *certs.Inbound        // nil without tls
 	clientCerts map[string]*certs.ClientCert
@@ -76,6 +81,9 @@ func (d *daemon) start() {
 	d.serveOn(d.px.Serve, d.pln, "proxy")
 	d.serveOn(d.admin.Serve, d.aln, "admin")
 	go d.ev.watchExpiry(d.holdersCtx)
+	if d.fwd != nil {
+		d.serveOn(d.fwd.Serve, d.fln, "forward")
+	}
 	d.startCerts()
 }
 
@@ -107,7 +115,15 @@ func (d *daemon) stop() {
 	d.log.WithField("timeout", d.cfg.ShutdownTimeout.String()).Info("shutting down: draining requests")
 	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ShutdownTimeout)
 	defer cancel()
-	if err := d.px.Shutdown(ctx); err != nil && !errors.Is(err, net.ErrClosed) {
+	// The forward listener stops accepting and drains beside the proxy,
+	// which drains the connections it intercepted.
+	fwdDone := make(chan error, 1)
+	if d.fwd != nil {
+		go func() { fwdDone <- d.fwd.Shutdown(ctx) }()
+	} else {
+		fwdDone <- nil
+	}
+	if err := errors.Join(d.px.Shutdown(ctx), <-fwdDone); err != nil && !errors.Is(err, net.ErrClosed) {
 		d.log.WithError(err).Warn("drain incomplete")
 	}
 	_ = d.admin.Shutdown(ctx)
@@ -129,6 +145,9 @@ func (d *daemon) stop() {
 		}
 	}
 	d.stopHolders()
+	if d.fwdCA != nil {
+		d.fwdCA.Close()
+	}
 	d.log.Info("stopped")
 	d.closeTelemetry()
 }

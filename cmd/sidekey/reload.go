@@ -30,7 +30,7 @@ func (d *daemon) reload(ctx context.Context) {
 	d.log.WithField("file", d.cfg.File).Info("reloading configuration")
 	cfg, err := config.Load(d.cfg.File)
 	if err == nil {
-		err = errors.Join(supported(cfg), reloadable(d.cfg, cfg))
+		err = reloadable(d.cfg, cfg)
 	}
 	if err != nil {
 		d.refuse(err)
@@ -60,10 +60,20 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 		closeNew(pln, d.pln)
 		return err
 	}
-	if err := d.px.Reload(cfg, next); err != nil {
+	fwd, err := d.prepareForward(ctx, cfg)
+	if err != nil {
 		closeNew(pln, d.pln)
 		closeNew(aln, d.aln)
 		return err
+	}
+	if err := d.px.Reload(cfg, next); err != nil {
+		closeNew(pln, d.pln)
+		closeNew(aln, d.aln)
+		fwd.abort()
+		return err
+	}
+	if err := d.commitForward(cfg, fwd); err != nil {
+		d.log.WithError(err).Error("reload: the forward proxy keeps its previous policy")
 	}
 	d.ev.use(cfg, next)
 	for _, h := range added {
@@ -124,6 +134,9 @@ func reloadable(old, new *config.Config) error {
 	}
 	if old.MemoryLock != new.MemoryLock {
 		errs = append(errs, errors.New("memory_lock: a change needs a restart"))
+	}
+	if err := forwardReloadable(old, new); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -84,6 +84,9 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer, onListen l
 	if err := d.bindTLS(cfg); err != nil {
 		d.pln.Close()
 		d.aln.Close()
+		if d.fln != nil {
+			d.fln.Close()
+		}
 		d.stopHolders()
 		d.closeTelemetry()
 		return err
@@ -112,9 +115,6 @@ const auditBatch = 1 << 20
 
 // newDaemon builds logging, telemetry, holders, proxy and admin for cfg.
 func newDaemon(ctx context.Context, cfg *config.Config, stderr io.Writer) (*daemon, error) {
-	if err := supported(cfg); err != nil {
-		return nil, err
-	}
 	d := &daemon{cfg: cfg, red: telemetry.NewRedactor(), out: &telemetry.LockedWriter{W: stderr}}
 	var err error
 	if d.log, err = telemetry.NewLogger(d.out, cfg.Log.Level, cfg.Log.Format, d.red); err != nil {
@@ -155,6 +155,10 @@ func newDaemon(ctx context.Context, cfg *config.Config, stderr io.Writer) (*daem
 		opts.Retired = d.inbound.Retired
 	}
 	if d.px, err = proxy.New(cfg, d.set, opts); err != nil {
+		d.closeTelemetry()
+		return nil, err
+	}
+	if err := d.buildForward(ctx, cfg); err != nil {
 		d.closeTelemetry()
 		return nil, err
 	}
@@ -232,8 +236,8 @@ func (d *daemon) credentialStates() []telemetry.CredentialState {
 	return out
 }
 
-// bind binds the app-facing and admin listeners; a port that cannot be
-// bound is a start-up failure.
+// bind binds the app-facing, admin and forward-proxy listeners; a port
+// that cannot be bound is a start-up failure.
 func (d *daemon) bind(cfg *config.Config, onListen listening) error {
 	pln, err := listen(cfg.Listen)
 	if err != nil {
@@ -245,6 +249,11 @@ func (d *daemon) bind(cfg *config.Config, onListen listening) error {
 		return fmt.Errorf("admin listen %s: %w", cfg.Admin.Listen, err)
 	}
 	d.pln, d.aln, d.onListen = pln, aln, onListen
+	if err := d.bindForward(cfg); err != nil {
+		pln.Close()
+		aln.Close()
+		return err
+	}
 	d.announce("proxy", pln)
 	d.announce("admin", aln)
 	return nil
@@ -290,13 +299,4 @@ func (d *daemon) adminToken(ctx context.Context, cfg *config.Config) (string, er
 	}
 	d.red.Add(tok)
 	return tok, nil
-}
-
-// supported refuses the parts of the configuration this build cannot serve
-// yet, rather than starting without them.
-func supported(cfg *config.Config) error {
-	if cfg.ForwardProxy != nil {
-		return errors.New("forward_proxy: not available in this build")
-	}
-	return nil
 }

@@ -125,6 +125,9 @@ func (d *daemon) certificateInfos() []certs.Info {
 	for _, cc := range d.clientCerts {
 		out = append(out, cc.Info())
 	}
+	if d.fwdCA != nil {
+		out = append(out, d.fwdCA.Info())
+	}
 	return out
 }
 
@@ -134,6 +137,9 @@ func (d *daemon) certificateProblems() []proxy.NotReady {
 	var out []proxy.NotReady
 	if d.inbound != nil && !d.inbound.Ready() {
 		out = append(out, proxy.NotReady{Certificate: "inbound", State: "pending", LastError: errText(d.inbound.Err())})
+	}
+	if d.fwdCA != nil && !d.fwdCA.Ready() {
+		out = append(out, proxy.NotReady{Certificate: forwardCAName, State: "expired", LastError: errText(d.fwdCA.Err())})
 	}
 	for _, rt := range d.cfg.Routes {
 		if rt.UpstreamTLS == nil || rt.UpstreamTLS.ClientCert == "" {

@@ -124,7 +124,8 @@ func (b *bench) build(ctx context.Context) error {
 		return err
 	}
 	bin := filepath.Join(b.work, "bin")
-	pkgs := map[string]string{"upstream": "./bench/cmd/upstream", "fastproxy": "./bench/cmd/fastproxy", "stdproxy": "./bench/cmd/stdproxy"}
+	pkgs := map[string]string{"upstream": "./bench/cmd/upstream", "fastproxy": "./bench/cmd/fastproxy", "stdproxy": "./bench/cmd/stdproxy",
+		"fwdload": "./bench/cmd/fwdload"}
 	if b.o.sidekey == "" {
 		pkgs["sidekey"] = "./cmd/sidekey"
 	} else {
@@ -303,22 +304,26 @@ func (b *bench) waitQuiet(ctx context.Context, cpu int) {
 // shares the machine's state far more than runs a whole round apart, and
 // the alternation cancels any bias of going first.
 func order(peers []peer, rep int) []peer {
-	rank := map[string]int{peerFasthttp: 1, peerSidekey: 2, peerSidekeyRotate: 3}
+	// Each group runs as one unit, ranked within; the app listener and the
+	// forward proxy measured by the harness's load client are the second.
+	type place struct{ group, rank int }
+	rank := map[string]place{peerFasthttp: {1, 1}, peerSidekey: {1, 2}, peerSidekeyRotate: {1, 3},
+		peerSidekeyGo: {2, 1}, peerSidekeyFwd: {2, 2}}
 	var units [][]peer
-	pair := -1
+	unitOf := map[int]int{} // group -> index in units
 	for _, p := range peers {
-		if rank[p.name] > 0 {
-			if pair >= 0 {
-				units[pair] = append(units[pair], p)
+		if g := rank[p.name].group; g > 0 {
+			if i, ok := unitOf[g]; ok {
+				units[i] = append(units[i], p)
 				continue
 			}
-			pair = len(units)
+			unitOf[g] = len(units)
 		}
 		units = append(units, []peer{p})
 	}
-	if pair >= 0 {
-		u := units[pair]
-		slices.SortStableFunc(u, func(a, b peer) int { return rank[a.name] - rank[b.name] })
+	for _, i := range unitOf {
+		u := units[i]
+		slices.SortStableFunc(u, func(a, b peer) int { return rank[a.name].rank - rank[b.name].rank })
 		if rep%2 == 1 {
 			slices.Reverse(u)
 		}
@@ -380,11 +385,17 @@ func (b *bench) measure(ctx context.Context, p peer, l *layout, conns int, dir s
 	}
 	defer px.stop(10 * time.Second)
 	url := "http://" + s.listen + requestPath
-	if err := waitFor(ctx, px, func() bool { return b.probe(url) }); err != nil {
+	if err := waitFor(ctx, px, func() bool { return b.probe(url, s.host) }); err != nil {
 		return fmt.Errorf("%s did not get ready: %w", p.name, err)
 	}
+	load := func(d time.Duration) (wrkResult, error) {
+		if p.goload {
+			return goloadRun(ctx, b.o.loadCPU, conns, d, b.goloadArgs(p, s))
+		}
+		return wrkRun(ctx, b.o.loadCPU, conns, d, b.script, url)
+	}
 	if b.o.warmup > 0 {
-		if _, err := wrkRun(ctx, b.o.loadCPU, conns, b.o.warmup, b.script, url); err != nil {
+		if _, err := load(b.o.warmup); err != nil {
 			return fmt.Errorf("warm-up: %w", err)
 		}
 	}
@@ -396,7 +407,7 @@ func (b *bench) measure(ctx context.Context, p peer, l *layout, conns int, dir s
 	if p.alternate {
 		w, r.Windows, err = b.alternate(ctx, px, s, l, conns, url)
 	} else {
-		w, err = wrkRun(ctx, b.o.loadCPU, conns, b.o.duration, b.script, url)
+		w, err = load(b.o.duration)
 	}
 	if err != nil {
 		return err
@@ -503,7 +514,7 @@ func sleepUntil(ctx context.Context, t time.Time) error {
 
 // site allocates the run's ports and files.
 func (b *bench) site(p peer, dir string) (*site, error) {
-	ports, err := freePorts(3)
+	ports, err := freePorts(4)
 	if err != nil {
 		return nil, err
 	}
@@ -515,7 +526,7 @@ func (b *bench) site(p peer, dir string) (*site, error) {
 		return nil, err
 	}
 	s := &site{dir: dir, listen: ports[0], admin: ports[1], upstream: ports[2], token: b.token,
-		tokenFile: filepath.Join(credDir, "token")}
+		tokenFile: filepath.Join(credDir, "token"), forward: ports[3]}
 	if p.tool != "" {
 		s.bin = b.bins[p.tool]
 	} else {
@@ -567,8 +578,8 @@ func (b *bench) startUpstream(ctx context.Context, p peer, s *site) (*child, err
 }
 
 // probe sends the benchmark's request once, on a fresh connection, and
-// reports whether the upstream accepted it.
-func (b *bench) probe(url string) bool {
+// reports whether the upstream accepted it. host, when set, is its Host.
+func (b *bench) probe(url, host string) bool {
 	method := http.MethodGet
 	var body io.Reader
 	if b.o.body > 0 {
@@ -579,6 +590,9 @@ func (b *bench) probe(url string) bool {
 		return false
 	}
 	req.Header.Set("Authorization", appAuthorization)
+	if host != "" {
+		req.Host = host
+	}
 	resp, err := localClient().Do(req)
 	if err != nil {
 		return false
@@ -748,4 +762,15 @@ func countAuditLines(path string) uint64 {
 
 func sortedKeys(m map[string]string) []string {
 	return slices.Sorted(maps.Keys(m))
+}
+
+// goloadArgs is the load client's command line for a run of p on s: the
+// forward proxy with a CONNECT per connection, or the app listener, with
+// the route host as every request's Host either way.
+func (b *bench) goloadArgs(p peer, s *site) []string {
+	args := []string{b.bins["fwdload"], "-host", s.host, "-auth", appAuthorization, "-body", strconv.Itoa(b.o.body), "-path", requestPath}
+	if p.forward {
+		return append(args, "-proxy", s.forward, "-ca", filepath.Join(s.dir, "forward-ca.pem"))
+	}
+	return append(args, "-target", s.listen)
 }

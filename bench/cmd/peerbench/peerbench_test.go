@@ -147,6 +147,56 @@ func TestOrderKeepsSidekeyBesideItsReferences(t *testing.T) {
 	}
 }
 
+func TestOrderKeepsTheForwardPairTogether(t *testing.T) {
+	peers := []peer{{name: peerSidekeyFwd}, {name: "nginx"}, {name: peerSidekeyGo}, {name: peerSidekey}, {name: "fasthttp"}}
+	names := func(ps []peer) string {
+		var s []string
+		for _, p := range ps {
+			s = append(s, p.name)
+		}
+		return strings.Join(s, ",")
+	}
+	want := []string{
+		"sidekey-goload,sidekey-forward,nginx,fasthttp,sidekey",
+		"nginx,sidekey,fasthttp,sidekey-forward,sidekey-goload",
+		"fasthttp,sidekey,sidekey-goload,sidekey-forward,nginx",
+	}
+	for rep, w := range want {
+		if got := names(order(peers, rep)); got != w {
+			t.Errorf("repeat %d: order %s, want %s", rep, got, w)
+		}
+	}
+}
+
+func TestReportForward(t *testing.T) {
+	o := options{duration: 10 * time.Second, repeats: 2, conns: []int{32}, layouts: []string{layoutCapped}, quota: 50, loadCPU: 1}
+	var ps []peer
+	for _, p := range peers() {
+		if p.goload || p.name == peerSidekey {
+			ps = append(ps, p)
+		}
+	}
+	var rs []result
+	for rep := range 2 {
+		rs = append(rs,
+			result{Peer: peerSidekey, Layout: layoutCapped, Conns: 32, Repeat: rep, ReqPerSec: 30000},
+			result{Peer: peerSidekeyGo, Layout: layoutCapped, Conns: 32, Repeat: rep, ReqPerSec: 20000 + float64(rep)*1000, CPUPerReqUS: 25, P50US: 1500, P99US: 4000},
+			result{Peer: peerSidekeyFwd, Layout: layoutCapped, Conns: 32, Repeat: rep, ReqPerSec: 18000, CPUPerReqUS: 30, P50US: 1700, P99US: 5000})
+	}
+	md := buildReport(environment{}, o, []*layout{{name: layoutCapped}}, ps, nil, rs).markdown()
+	for _, want := range []string{
+		"## Forward proxy",
+		"| capped | 32 | 20,500 (20,000–21,000) | 18,000 | 0.88× (0.86×–0.90×) | 0.88× | 25.0 / 30.0 | 1.50 / 1.70 | 4.00 / 5.00 |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	if strings.Contains(md, "| sidekey app listener (Go load client) |") {
+		t.Errorf("a load-client run is in the wrk tables:\n%s", md)
+	}
+}
+
 func TestPairedRatio(t *testing.T) {
 	st := cell{{Repeat: 0, ReqPerSec: 100}, {Repeat: 1, ReqPerSec: 200}, {Repeat: 2, ReqPerSec: 50}}
 	rot := cell{{Repeat: 0, ReqPerSec: 99}, {Repeat: 1, ReqPerSec: 190}, {Repeat: 2, ReqPerSec: 50},
@@ -247,7 +297,7 @@ func TestPeerConfigs(t *testing.T) {
 		t.Run(p.name, func(t *testing.T) {
 			dir := t.TempDir()
 			s := &site{dir: dir, listen: "127.0.0.1:8080", admin: "127.0.0.1:9901", upstream: "127.0.0.1:9000",
-				token: "bench-tok", tokenFile: dir + "/token", bin: "/bin/" + p.name}
+				token: "bench-tok", tokenFile: dir + "/token", bin: "/bin/" + p.name, forward: "127.0.0.1:3128"}
 			argv, _, err := p.setup(s)
 			if err != nil {
 				t.Fatal(err)
@@ -259,6 +309,16 @@ func TestPeerConfigs(t *testing.T) {
 			for _, w := range want[p.name] {
 				if !strings.Contains(conf, w) {
 					t.Errorf("config lacks %q:\n%s", w, conf)
+				}
+			}
+			if p.goload {
+				cfg, err := config.Parse("sidekey.yaml", []byte(conf))
+				if err != nil {
+					t.Fatalf("sidekey rejects its forward-proxy bench config: %v\n%s", err, conf)
+				}
+				if cfg.ForwardProxy == nil || cfg.ForwardProxy.Listen != s.forward || len(cfg.Warnings()) > 0 ||
+					cfg.Routes[0].Host != forwardHost || s.host != forwardHost {
+					t.Errorf("forward proxy %+v, route host %q, warnings %q", cfg.ForwardProxy, cfg.Routes[0].Host, cfg.Warnings())
 				}
 			}
 			if p.name == peerSidekey || p.name == peerSidekeyRotate {

@@ -19,6 +19,10 @@ type peer struct {
 	// issues into the credential file in every other one only (see
 	// alternate in bench.go).
 	alternate bool
+	// goload: driven by the harness's own load client (cmd/fwdload) over
+	// keep-alive connections, not wrk; forward: through sidekey's forward
+	// proxy, each connection a CONNECT intercepted with TLS.
+	goload, forward bool
 	// setup writes the peer's configuration into s.dir and returns the
 	// command that runs it in the foreground, and extra environment.
 	setup func(s *site) (argv, env []string, err error)
@@ -33,6 +37,8 @@ type site struct {
 	token     string // the static token of the peers
 	tokenFile string // sidekey's credential file
 	bin       string // the peer's executable
+	forward   string // 127.0.0.1:port of sidekey's forward-proxy listener
+	host      string // the Host of every request; "" for the listen address
 }
 
 // Names of the peers, in table order.
@@ -42,6 +48,8 @@ const (
 	peerSidekeyAlt    = "sidekey-alternate"
 	peerSidekeyCaller = "sidekey-callers"
 	peerSidekeyBase   = "sidekey-base"
+	peerSidekeyGo     = "sidekey-goload"
+	peerSidekeyFwd    = "sidekey-forward"
 	peerNginx         = "nginx"
 	peerHAProxy       = "haproxy"
 	peerFasthttp      = "fasthttp"
@@ -56,6 +64,9 @@ func peers() []peer {
 		{name: peerSidekeyAlt, label: "sidekey, rotating in every other window", rotate: true, alternate: true, setup: sidekeySetup},
 		{name: peerSidekeyCaller, label: "sidekey, the app named by a caller token (3 callers)", setup: sidekeyCallersSetup},
 		{name: peerSidekeyBase, label: "sidekey, the base build (-sidekey-base)", setup: sidekeySetup},
+		{name: peerSidekeyGo, label: "sidekey app listener (Go load client)", goload: true, setup: sidekeyForwardSetup},
+		{name: peerSidekeyFwd, label: "sidekey forward proxy, intercepted CONNECT + TLS (Go load client)", goload: true, forward: true,
+			setup: sidekeyForwardSetup},
 		{name: peerNginx, label: "nginx %s, 1 worker, upstream keepalive", tool: "nginx", setup: nginxSetup},
 		{name: peerHAProxy, label: "HAProxy %s, 1 thread", tool: "haproxy", setup: haproxySetup},
 		{name: peerFasthttp, label: "bare fasthttp HostClient proxy (no features)", setup: helperSetup},
@@ -99,6 +110,37 @@ routes:
 		return nil, nil, err
 	}
 	return []string{s.bin, "run", "-c", path}, nil, nil
+}
+
+// forwardHost is the route host of the forward-proxy runs, which the
+// harness's load client CONNECTs to (and names in Host on the app
+// listener); nothing resolves it.
+const forwardHost = "api.bench.example"
+
+// sidekeyForwardSetup is sidekeySetup with the route matched by host
+// (forwardHost) and a forward-proxy listener whose CA goes to the run's
+// directory: the forward-proxy runs and the app-listener runs measured the
+// same way use this one configuration.
+func sidekeyForwardSetup(s *site) ([]string, []string, error) {
+	argv, _, err := sidekeySetup(s)
+	if err != nil {
+		return nil, nil, err
+	}
+	path := argv[len(argv)-1]
+	conf, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	conf = []byte(strings.Replace(string(conf), "match: { path_prefix: / }", "match: { host: "+forwardHost+", path_prefix: / }", 1))
+	conf = append(conf, fmt.Sprintf(`forward_proxy:
+  listen: %s
+  ca: { cert_out: %s }
+`, s.forward, filepath.Join(s.dir, "forward-ca.pem"))...)
+	if err := os.WriteFile(path, conf, 0o600); err != nil {
+		return nil, nil, err
+	}
+	s.host = forwardHost
+	return argv, nil, nil
 }
 
 // benchCallerVar holds the caller token of sidekey-callers: the very
@@ -246,7 +288,7 @@ func helperBinary(name string) string {
 		return "fastproxy"
 	case peerNetHTTP:
 		return "stdproxy"
-	case peerSidekey, peerSidekeyRotate, peerSidekeyAlt, peerSidekeyCaller:
+	case peerSidekey, peerSidekeyRotate, peerSidekeyAlt, peerSidekeyCaller, peerSidekeyGo, peerSidekeyFwd:
 		return "sidekey"
 	case peerSidekeyBase:
 		return "sidekey-base"

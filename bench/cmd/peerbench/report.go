@@ -126,16 +126,19 @@ func (r *report) label(p peer) string {
 func (r *report) markdown() string {
 	var sb strings.Builder
 	r.header(&sb)
-	r.summary(&sb)
-	for _, l := range r.layouts {
-		for _, conns := range r.o.conns {
-			r.detail(&sb, l, conns)
+	if len(r.tablePeers()) > 0 {
+		r.summary(&sb)
+		for _, l := range r.layouts {
+			for _, conns := range r.o.conns {
+				r.detail(&sb, l, conns)
+			}
 		}
 	}
 	r.reference(&sb)
 	r.rotation(&sb)
 	r.callers(&sb)
 	r.base(&sb)
+	r.forward(&sb)
 	r.alternation(&sb)
 	r.checks(&sb)
 	r.notes(&sb)
@@ -360,6 +363,35 @@ func (r *report) callers(sb *strings.Builder) {
 			"of req/s with callers divided by req/s without, with its range. The ratio of the two medians is beside it."})
 }
 
+// forward sets sidekey's forward proxy beside its app listener, both
+// driven by the harness's own load client, which wrk cannot replace: wrk
+// speaks no CONNECT.
+func (r *report) forward(sb *strings.Builder) {
+	if !r.has(peerSidekeyGo) || !r.has(peerSidekeyFwd) {
+		return
+	}
+	sb.WriteString("## Forward proxy\n\n" +
+		"The same route (matched by its host), the same requests and the same upstream, driven by the harness's own load client " +
+		"(`cmd/fwdload`, one request at a time per keep-alive connection, pinned to the load core like wrk) in two ways: " +
+		"in plain HTTP to the app-facing listener, and through the forward proxy, each connection a CONNECT that sidekey " +
+		"intercepts with TLS (one handshake per connection, at its start; the leaf is minted once per run). " +
+		"The two run back to back in each repeat, in alternating order; the paired ratio is the median, over repeats, " +
+		"of the forward proxy's req/s divided by the app listener's within one repeat, with its range. " +
+		"The load client and wrk differ, so compare these figures with each other, not with the tables above.\n\n")
+	tableHead(sb, []string{"layout", "conns", "app listener req/s", "forward proxy req/s", "paired ratio", "ratio of medians",
+		"CPU µs/req app / forward", "p50 ms app / forward", "p99 ms app / forward"})
+	for _, l := range r.layouts {
+		for _, conns := range r.o.conns {
+			app, fwd := r.cell(l.name, conns, peerSidekeyGo), r.cell(l.name, conns, peerSidekeyFwd)
+			tableRow(sb, append([]string{l.name, strconv.Itoa(conns)}, append(pairCells(app, fwd),
+				oneDecimal(app.stat(cpuUS))+" / "+oneDecimal(fwd.stat(cpuUS)),
+				msText(app.stat(p50).med)+" / "+msText(fwd.stat(p50).med),
+				msText(app.stat(p99).med)+" / "+msText(fwd.stat(p99).med))...))
+		}
+	}
+	sb.WriteString("\n")
+}
+
 // alternation is the sidekey-alternate runs: rotating windows against the
 // static windows beside them, within one run.
 func (r *report) alternation(sb *strings.Builder) {
@@ -404,12 +436,12 @@ func (r *report) alternation(sb *strings.Builder) {
 	sb.WriteString("\n")
 }
 
-// tablePeers are the peers of the main tables; an alternating run has
-// its own table.
+// tablePeers are the peers of the main tables, which wrk drives; an
+// alternating run and the load client's runs have tables of their own.
 func (r *report) tablePeers() []peer {
 	var out []peer
 	for _, p := range r.peers {
-		if !p.alternate {
+		if !p.alternate && !p.goload {
 			out = append(out, p)
 		}
 	}

@@ -92,3 +92,18 @@ func wrkRun(ctx context.Context, cpu, conns int, d time.Duration, script, url st
 	}
 	return parseWrk(out)
 }
+
+// goloadRun drives a sidekey listener with the harness's load client
+// (cmd/fwdload) for d, pinned to cpu, as wrkRun drives the others: conns
+// keep-alive connections, the same request, the same summary line.
+func goloadRun(ctx context.Context, cpu, conns int, d time.Duration, args []string) (wrkResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
+	defer cancel()
+	argv := append([]string{"-c", strconv.Itoa(cpu)}, args...)
+	argv = append(argv, "-conns", strconv.Itoa(conns), "-duration", d.String())
+	out, err := exec.CommandContext(ctx, "taskset", argv...).CombinedOutput()
+	if err != nil {
+		return wrkResult{}, fmt.Errorf("fwdload: %v: %s", err, firstLine(string(out)))
+	}
+	return parseWrk(out)
+}
