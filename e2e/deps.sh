@@ -12,6 +12,12 @@ fi
 missing=()
 # chromium: the status page's test (TestStatusPage) drives it headless.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# The forward proxy's clients (TestForwardClients): curl, git, openssl,
+# Python's requests; Node's undici comes from npm in the test itself.
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v git >/dev/null 2>&1 || missing+=(git)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v python3 >/dev/null 2>&1 && python3 -c 'import requests' 2>/dev/null || missing+=(python3-requests)
 
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "e2e: installing ${missing[*]}" >&2

@@ -710,3 +710,23 @@ func TestForwardUpgrade(t *testing.T) {
 		t.Errorf("upstream Authorization %v", a)
 	}
 }
+
+// An intercepted connection speaks HTTP/2 with a client that offers it,
+// through the same request path.
+func TestForwardInterceptsHTTP2(t *testing.T) {
+	up, srv := tlsUpstream(t)
+	fp := startFwd(t, fwdConfig(srv.URL, defaultFwd), map[string]string{"TOKEN": "upstream-token"}, srv, ForwardOptions{})
+	c, tr := fp.client(nil)
+	tr.ForceAttemptHTTP2 = true
+	status, body, resp := fget(t, c, "https://"+apiHost+"/v1/h2")
+	if status != 200 || body != "upstream ok" || resp.ProtoMajor != 2 {
+		t.Fatalf("%s %d %q", resp.Proto, status, body)
+	}
+	if got := up.header.Load().Get("Authorization"); got != "Bearer upstream-token" {
+		t.Errorf("upstream Authorization %q", got)
+	}
+	// The tunnel's host only, over HTTP/2 too.
+	if status, _, _ := fget(t, c, "https://"+apiHost+"/v1/h2", "Host", "other.test.example"); status != 421 {
+		t.Errorf("another host inside the tunnel: %d, want 421", status)
+	}
+}

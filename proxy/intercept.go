@@ -27,8 +27,9 @@ func (f *Forward) intercept(ctx *fasthttp.RequestCtx, pol *forwardPolicy, t targ
 		f.refuseTarget(ctx, t, err)
 		return
 	}
-	// HTTP/1.1 only, as fasthttp speaks it.
-	cfg.NextProtos = []string{"http/1.1"}
+	// h2 for the clients that offer it (gRPC needs HTTP/2 end to end), as
+	// the app-facing TLS listener does; http/1.1 for the others.
+	cfg.NextProtos = []string{"h2", "http/1.1"}
 	f.decided(ctx, telemetry.ForwardIntercepted, t.String(), "", nil)
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(conn net.Conn) { f.serveIntercepted(conn, cfg, t, tok) })
@@ -56,6 +57,10 @@ func (f *Forward) serveIntercepted(conn net.Conn, cfg *tls.Config, t target, tok
 		return
 	}
 	ic := &interceptedConn{Conn: tc, raw: rawConn(conn), host: t.host, token: tok, done: make(chan struct{})}
+	if tc.ConnectionState().NegotiatedProtocol == "h2" {
+		f.p.h2.serve(ic) // the same request path, through the HTTP/2 bridge
+		return
+	}
 	_ = f.p.srv.ServeConn(ic)
 	// ServeConn returns at once when a request inside hijacks the
 	// connection (a websocket): its tunnel still runs, and the connection
