@@ -125,9 +125,16 @@ func (h *h2Server) request(w http.ResponseWriter, r *http.Request, c net.Conn) {
 		_, _ = io.WriteString(w, `{"error":"bad_request"}`+"\n")
 		return
 	}
+	// An HTTP/2 upstream's request ends with the app's stream (a reset, a
+	// gRPC call cancelled), not only at the route timeout.
+	ctx.Request.SetUserValue(appStreamKey{}, r.Context())
 	h.p.handle(ctx)
 	e.writeResponse(w, r)
 }
+
+// appStreamKey holds, as a user value of a bridged request, the context of
+// the app's HTTP/2 stream; the request's Reset drops it.
+type appStreamKey struct{}
 
 func (h *h2Server) release(e *h2Exchange) {
 	_ = e.ctx.Response.CloseBodyStream()
