@@ -15,6 +15,7 @@ require (
 	github.com/mccutchen/go-httpbin/v2 v2.26.0
 	github.com/sidekey/sidekey v0.0.0
 	github.com/sirupsen/logrus v1.10.2
+	google.golang.org/grpc v1.83.2
 )
 
 // The Vault server module (BUSL) is used only by the tests in ./vault, which
@@ -311,7 +312,6 @@ require (
 	google.golang.org/genproto v0.0.0-20260128011058-8636f8732409 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20260928230214-8a89bd6388cc // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260928230214-8a89bd6388cc // indirect
-	google.golang.org/grpc v1.83.2 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 	gopkg.in/evanphx/json-patch.v4 v4.12.0 // indirect
 	gopkg.in/inf.v0 v0.9.1 // indirect

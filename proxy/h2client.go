@@ -124,7 +124,11 @@ func (c *h2Client) newRequest(req *fasthttp.Request) (*http.Request, context.Can
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	parent := context.Background()
+	if app, ok := req.UserValue(appStreamKey{}).(context.Context); ok {
+		parent = app // the app's HTTP/2 stream: its end cancels the upstream's
+	}
+	ctx, cancel := context.WithCancel(parent)
 	if d, ok := grpcTimeout(req.Header.Peek("Grpc-Timeout")); ok {
 		ctx, cancel = withDeadline(ctx, cancel, d)
 	}

@@ -5,12 +5,15 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http2"
 
@@ -42,7 +45,10 @@ type h2Server struct {
 
 func newH2Server(p *Proxy) *h2Server {
 	h := &h2Server{p: p}
-	h.hs = &http.Server{MaxHeaderBytes: serverReadBuffer, ErrorLog: nil}
+	// x/net/http2 reports a client's protocol errors through ErrorLog; nil
+	// would write them to the standard logger, as lines of plain text on
+	// stderr beside the JSON ones, unscrubbed, at a rate a client chooses.
+	h.hs = &http.Server{MaxHeaderBytes: serverReadBuffer, ErrorLog: log.New(debugWriter{p.opts.Log}, "", 0)}
 	h.srv = &http2.Server{
 		MaxConcurrentStreams: h2MaxStreams,
 		IdleTimeout:          p.opts.Limits.IdleTimeout,
@@ -71,6 +77,14 @@ func (h *h2Server) serve(c net.Conn) {
 		Handler:    http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.request(w, r, c) }),
 	})
 	_ = c.Close()
+}
+
+// debugWriter writes each line a library logs as a debug line of ours.
+type debugWriter struct{ log logrus.FieldLogger }
+
+func (w debugWriter) Write(b []byte) (int, error) {
+	w.log.Debug(strings.TrimSpace(string(b)))
+	return len(b), nil
 }
 
 // shutdown asks every HTTP/2 connection to finish (GOAWAY: no new streams,
@@ -111,9 +125,16 @@ func (h *h2Server) request(w http.ResponseWriter, r *http.Request, c net.Conn) {
 		_, _ = io.WriteString(w, `{"error":"bad_request"}`+"\n")
 		return
 	}
+	// An HTTP/2 upstream's request ends with the app's stream (a reset, a
+	// gRPC call cancelled), not only at the route timeout.
+	ctx.Request.SetUserValue(appStreamKey{}, r.Context())
 	h.p.handle(ctx)
 	e.writeResponse(w, r)
 }
+
+// appStreamKey holds, as a user value of a bridged request, the context of
+// the app's HTTP/2 stream; the request's Reset drops it.
+type appStreamKey struct{}
 
 func (h *h2Server) release(e *h2Exchange) {
 	_ = e.ctx.Response.CloseBodyStream()

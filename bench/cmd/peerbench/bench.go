@@ -125,7 +125,7 @@ func (b *bench) build(ctx context.Context) error {
 	}
 	bin := filepath.Join(b.work, "bin")
 	pkgs := map[string]string{"upstream": "./bench/cmd/upstream", "fastproxy": "./bench/cmd/fastproxy", "stdproxy": "./bench/cmd/stdproxy",
-		"fwdload": "./bench/cmd/fwdload"}
+		"fwdload": "./bench/cmd/fwdload", "grpcupstream": "./bench/cmd/grpcupstream", "grpcload": "./bench/cmd/grpcload"}
 	if b.o.sidekey == "" {
 		pkgs["sidekey"] = "./cmd/sidekey"
 	} else {
@@ -235,7 +235,16 @@ func (b *bench) close() {
 // and with a rotating credential always run back to back (see order).
 func (b *bench) runAll(ctx context.Context) []result {
 	var results []result
-	total := b.o.repeats * len(b.layouts) * len(b.o.conns) * len(b.peers)
+	total := 0
+	for _, l := range b.layouts {
+		for _, conns := range b.o.conns {
+			for _, p := range b.peers {
+				if b.o.runs(p, l.name, conns) {
+					total += b.o.repeats
+				}
+			}
+		}
+	}
 	n := 0
 	for rep := 0; rep < b.o.repeats; rep++ {
 		for _, l := range b.layouts {
@@ -243,6 +252,9 @@ func (b *bench) runAll(ctx context.Context) []result {
 				for _, p := range order(b.peers, rep) {
 					if ctx.Err() != nil {
 						return results
+					}
+					if !b.o.runs(p, l.name, conns) {
+						continue
 					}
 					n++
 					r := b.runQuiet(ctx, p, l, conns, rep, fmt.Sprintf("[%d/%d]", n, total))
@@ -253,6 +265,32 @@ func (b *bench) runAll(ctx context.Context) []result {
 		}
 	}
 	return results
+}
+
+// runs reports whether peer p runs in layout at conns connections: an
+// HTTP peer in every one, a gRPC peer in grpcCell's only.
+func (o options) runs(p peer, layout string, conns int) bool {
+	if !p.grpc {
+		return true
+	}
+	gl, gc := o.grpcCell()
+	return layout == gl && conns == gc
+}
+
+// grpcCell is where the gRPC rows run: the capped layout (the first one
+// chosen when it is not), and 32 connections, which are callers for
+// grpcload (the first count chosen when 32 is not). One cell keeps them to
+// a few minutes of the whole run.
+func (o options) grpcCell() (string, int) {
+	layout := o.layouts[0]
+	if contains(o.layouts, layoutCapped) {
+		layout = layoutCapped
+	}
+	conns := o.conns[0]
+	if slices.Contains(o.conns, 32) {
+		conns = 32
+	}
+	return layout, conns
 }
 
 // runQuiet makes a run when the proxy's core is quiet, and makes it again
@@ -362,6 +400,9 @@ func (b *bench) runOne(ctx context.Context, p peer, l *layout, conns, rep int) r
 }
 
 func (b *bench) measure(ctx context.Context, p peer, l *layout, conns int, dir string, r *result) error {
+	if p.grpc {
+		return b.measureGRPC(ctx, p, l, conns, dir, r)
+	}
 	s, err := b.site(p, dir)
 	if err != nil {
 		return err
@@ -419,7 +460,7 @@ func (b *bench) measure(ctx context.Context, p peer, l *layout, conns int, dir s
 	px.stop(10 * time.Second)
 	b.fill(r, w, before, after)
 	if isSidekey(p.name) {
-		total, _ := upstreamStats(s.upstream)
+		total, _ := upstreamStats(s.stats)
 		r.AuditExpected = total.OK + total.Unauthorized + total.BadBody
 		r.AuditLines = countAuditLines(px.errLog)
 	}
@@ -514,7 +555,7 @@ func sleepUntil(ctx context.Context, t time.Time) error {
 
 // site allocates the run's ports and files.
 func (b *bench) site(p peer, dir string) (*site, error) {
-	ports, err := freePorts(4)
+	ports, err := freePorts(5)
 	if err != nil {
 		return nil, err
 	}
@@ -525,8 +566,11 @@ func (b *bench) site(p peer, dir string) (*site, error) {
 	if err := os.Mkdir(credDir, 0o700); err != nil {
 		return nil, err
 	}
-	s := &site{dir: dir, listen: ports[0], admin: ports[1], upstream: ports[2], token: b.token,
+	s := &site{dir: dir, listen: ports[0], admin: ports[1], upstream: ports[2], stats: ports[2], token: b.token,
 		tokenFile: filepath.Join(credDir, "token"), forward: ports[3]}
+	if p.grpc {
+		s.stats = ports[4]
+	}
 	if p.tool != "" {
 		s.bin = b.bins[p.tool]
 	} else {
@@ -570,7 +614,7 @@ func (b *bench) startUpstream(ctx context.Context, p peer, s *site) (*child, err
 	if err != nil {
 		return nil, err
 	}
-	if err := waitFor(ctx, up, func() bool { _, err := upstreamStats(s.upstream); return err == nil }); err != nil {
+	if err := waitFor(ctx, up, func() bool { _, err := upstreamStats(s.stats); return err == nil }); err != nil {
 		up.stop(time.Second)
 		return nil, fmt.Errorf("upstream did not get ready: %w", err)
 	}
@@ -658,8 +702,10 @@ func (b *bench) snapshot(px *child, s *site, l *layout) (snapshot, error) {
 	var sn snapshot
 	var err error
 	sn.at = time.Now()
-	if sn.proc, err = treeUsage(px.pid()); err != nil {
-		return sn, err
+	if px != nil { // nil: no proxy (the direct gRPC row)
+		if sn.proc, err = treeUsage(px.pid()); err != nil {
+			return sn, err
+		}
 	}
 	if sn.proxyCore, err = coreTimes(l.cpu); err != nil {
 		return sn, err
@@ -667,13 +713,13 @@ func (b *bench) snapshot(px *child, s *site, l *layout) (snapshot, error) {
 	if sn.loadCore, err = coreTimes(b.o.loadCPU); err != nil {
 		return sn, err
 	}
-	if sn.up, err = upstreamStats(s.upstream); err != nil {
+	if sn.up, err = upstreamStats(s.stats); err != nil {
 		return sn, err
 	}
 	if l.quota != nil {
 		sn.throttled, _ = l.quota.throttled()
 	}
-	if isSidekey(px.name) {
+	if px != nil && isSidekey(px.name) {
 		sn.rotations = sidekeyRotations(s.admin)
 	}
 	return sn, nil

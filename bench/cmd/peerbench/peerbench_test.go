@@ -292,6 +292,9 @@ func TestPeerConfigs(t *testing.T) {
 			`proxy_set_header Connection "";`, `proxy_set_header Authorization "Bearer bench-tok";`, "listen 127.0.0.1:8080;", "server 127.0.0.1:9000;"},
 		peerHAProxy: {"nbthread 1", "http-reuse always", `http-request set-header Authorization "Bearer bench-tok"`, "bind 127.0.0.1:8080", "server up 127.0.0.1:9000"},
 		peerCaddy:   {"admin off", "auto_https off", "bind 127.0.0.1", "reverse_proxy 127.0.0.1:9000", `header_up Authorization "Bearer bench-tok"`},
+		peerGRPCNginx: {"master_process off;", "worker_processes 1;", "listen 127.0.0.1:8080 http2;", "server 127.0.0.1:9000;",
+			"keepalive 64;", "grpc_pass grpc://grpcbench;", `grpc_set_header Authorization "Bearer bench-tok";`},
+		peerGRPCSidekey: {"protocol: h2c", "upstream: http://127.0.0.1:9000"},
 	}
 	for _, p := range peers() {
 		t.Run(p.name, func(t *testing.T) {
@@ -301,6 +304,12 @@ func TestPeerConfigs(t *testing.T) {
 			argv, _, err := p.setup(s)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if p.name == peerGRPCDirect {
+				if argv != nil || readConfig(t, dir) != "" {
+					t.Fatalf("the direct row starts %q", argv)
+				}
+				return
 			}
 			if argv[0] != s.bin {
 				t.Fatalf("argv = %q", argv)
@@ -321,7 +330,7 @@ func TestPeerConfigs(t *testing.T) {
 					t.Errorf("forward proxy %+v, route host %q, warnings %q", cfg.ForwardProxy, cfg.Routes[0].Host, cfg.Warnings())
 				}
 			}
-			if p.name == peerSidekey || p.name == peerSidekeyRotate {
+			if p.name == peerSidekey || p.name == peerSidekeyRotate || p.name == peerGRPCSidekey {
 				cfg, err := config.Parse("sidekey.yaml", []byte(conf))
 				if err != nil {
 					t.Fatalf("sidekey rejects its bench config: %v\n%s", err, conf)
@@ -435,6 +444,78 @@ func TestReport(t *testing.T) {
 	}
 	if rep.failures() != 2 {
 		t.Errorf("failures = %d, want 2", rep.failures())
+	}
+}
+
+// TestGRPCCell: the gRPC rows run in one cell only, capped at 32
+// connections when those are chosen; the HTTP rows run everywhere.
+func TestGRPCCell(t *testing.T) {
+	grpcPeer, httpPeer := peer{name: peerGRPCSidekey, grpc: true}, peer{name: peerSidekey}
+	for _, tc := range []struct {
+		layouts []string
+		conns   []int
+		layout  string
+		n       int
+	}{
+		{[]string{layoutCapped, layoutUncapped}, []int{1, 32, 256}, layoutCapped, 32},
+		{[]string{layoutUncapped}, []int{1, 32, 256}, layoutUncapped, 32},
+		{[]string{layoutCapped}, []int{256, 64}, layoutCapped, 256},
+	} {
+		o := options{layouts: tc.layouts, conns: tc.conns}
+		if l, n := o.grpcCell(); l != tc.layout || n != tc.n {
+			t.Errorf("grpcCell(%v, %v) = %s, %d; want %s, %d", tc.layouts, tc.conns, l, n, tc.layout, tc.n)
+		}
+		runs := 0
+		for _, l := range tc.layouts {
+			for _, c := range tc.conns {
+				if o.runs(grpcPeer, l, c) {
+					runs++
+				}
+				if !o.runs(httpPeer, l, c) {
+					t.Errorf("an HTTP peer does not run in %s at %d", l, c)
+				}
+			}
+		}
+		if runs != 1 {
+			t.Errorf("the gRPC peer runs in %d cells of %v × %v, want 1", runs, tc.layouts, tc.conns)
+		}
+	}
+}
+
+func TestReportGRPC(t *testing.T) {
+	o := options{duration: 10 * time.Second, warmup: 2 * time.Second, repeats: 2, conns: []int{1, 32},
+		layouts: []string{layoutCapped, layoutUncapped}, quota: 50, body: 64, rotateEvery: 10 * time.Millisecond,
+		command: "bench/run.sh", loadCPU: 1}
+	var ps []peer
+	for _, p := range peers() {
+		if p.name == peerSidekey || p.grpc {
+			ps = append(ps, p)
+		}
+	}
+	layouts := []*layout{{name: layoutCapped, quota: &burner{cpu: 0, pct: 50}}, {name: layoutUncapped}}
+	var rs []result
+	for rep := range 2 {
+		rs = append(rs,
+			result{Peer: peerSidekey, Layout: layoutCapped, Conns: 32, Repeat: rep, ReqPerSec: 20000, CPUPerReqUS: 25},
+			result{Peer: peerGRPCSidekey, Layout: layoutCapped, Conns: 32, Repeat: rep, ReqPerSec: 9000 + float64(rep)*2000, CPUPerReqUS: 50, PeakRSSMiB: 30},
+			result{Peer: peerGRPCNginx, Layout: layoutCapped, Conns: 32, Repeat: rep, ReqPerSec: 12500, CPUPerReqUS: 40, PeakRSSMiB: 12},
+			result{Peer: peerGRPCDirect, Layout: layoutCapped, Conns: 32, Repeat: rep, ReqPerSec: 25000})
+	}
+	md := buildReport(environment{Versions: map[string]string{"nginx": "1.22.1"}}, o, layouts, ps, nil, rs).markdown()
+	for _, want := range []string{
+		"## gRPC, capped, 32 callers",
+		"| sidekey, h2c route (audit line and metrics on) | 10,000 (9,000–11,000) | 0.40× | 0.80× |",
+		"| 50.0 |",
+		"| nginx 1.22.1 grpc_pass, 1 worker, upstream keepalive | 12,500 | 0.50× | 1.00× |",
+		"| direct: client to upstream, no proxy | 25,000 | 1.00× | 2.00× |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	// The gRPC rows are not in the HTTP tables.
+	if strings.Contains(md[:strings.Index(md, "## gRPC")], "grpc_pass") {
+		t.Errorf("a gRPC row is in an HTTP table:\n%s", md)
 	}
 }
 

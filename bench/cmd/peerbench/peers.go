@@ -23,6 +23,9 @@ type peer struct {
 	// keep-alive connections, not wrk; forward: through sidekey's forward
 	// proxy, each connection a CONNECT intercepted with TLS.
 	goload, forward bool
+	// grpc: a row of the gRPC table, driven by cmd/grpcload against
+	// cmd/grpcupstream in one layout at one connection count (grpcCell).
+	grpc bool
 	// setup writes the peer's configuration into s.dir and returns the
 	// command that runs it in the foreground, and extra environment.
 	setup func(s *site) (argv, env []string, err error)
@@ -34,6 +37,7 @@ type site struct {
 	listen    string // 127.0.0.1:port the proxy listens on
 	admin     string // 127.0.0.1:port for sidekey's admin API
 	upstream  string // 127.0.0.1:port of the upstream
+	stats     string // 127.0.0.1:port of the upstream's GET /_stats: upstream's own, or the gRPC upstream's second port
 	token     string // the static token of the peers
 	tokenFile string // sidekey's credential file
 	bin       string // the peer's executable
@@ -55,6 +59,9 @@ const (
 	peerFasthttp      = "fasthttp"
 	peerNetHTTP       = "nethttp"
 	peerCaddy         = "caddy"
+	peerGRPCSidekey   = "grpc-sidekey"
+	peerGRPCNginx     = "grpc-nginx"
+	peerGRPCDirect    = "grpc-direct"
 )
 
 func peers() []peer {
@@ -72,6 +79,9 @@ func peers() []peer {
 		{name: peerFasthttp, label: "bare fasthttp HostClient proxy (no features)", setup: helperSetup},
 		{name: peerNetHTTP, label: "Go net/http ReverseProxy (Vault Proxy class)", setup: helperSetup},
 		{name: peerCaddy, label: "Caddy %s reverse_proxy + header_up", tool: "caddy", setup: caddySetup},
+		{name: peerGRPCSidekey, label: "sidekey, h2c route (audit line and metrics on)", grpc: true, setup: sidekeyGRPCSetup},
+		{name: peerGRPCNginx, label: "nginx %s grpc_pass, 1 worker, upstream keepalive", tool: "nginx", grpc: true, setup: nginxGRPCSetup},
+		{name: peerGRPCDirect, label: "direct: client to upstream, no proxy", grpc: true, setup: directSetup},
 	}
 }
 
@@ -142,6 +152,69 @@ func sidekeyForwardSetup(s *site) ([]string, []string, error) {
 	s.host = forwardHost
 	return argv, nil, nil
 }
+
+// sidekeyGRPCSetup is sidekeySetup with the route speaking h2c to the
+// gRPC upstream.
+func sidekeyGRPCSetup(s *site) ([]string, []string, error) {
+	argv, env, err := sidekeySetup(s)
+	if err != nil {
+		return nil, nil, err
+	}
+	path := argv[len(argv)-1]
+	conf, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := os.WriteFile(path, append(conf, "    protocol: h2c\n"...), 0o600); err != nil {
+		return nil, nil, err
+	}
+	return argv, env, nil
+}
+
+// nginxGRPCSetup: nginxSetup's process and log, an h2c listener and
+// grpc_pass to the gRPC upstream over kept-alive connections, with
+// grpc_set_header replacing the client's Authorization.
+func nginxGRPCSetup(s *site) ([]string, []string, error) {
+	d := s.dir
+	conf := fmt.Sprintf(`daemon off;
+master_process off;
+worker_processes 1;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+events {
+    worker_connections 4096;
+}
+http {
+    access_log %[1]s/access.log combined buffer=64k flush=1s;
+    client_body_temp_path %[1]s/client_body;
+    proxy_temp_path %[1]s/proxy;
+    fastcgi_temp_path %[1]s/fastcgi;
+    uwsgi_temp_path %[1]s/uwsgi;
+    scgi_temp_path %[1]s/scgi;
+    keepalive_requests 1000000;
+    upstream grpcbench {
+        server %[2]s;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen %[3]s http2;
+        location / {
+            grpc_pass grpc://grpcbench;
+            grpc_set_header Authorization "Bearer %[4]s";
+        }
+    }
+}
+`, d, s.upstream, s.listen, s.token)
+	path := filepath.Join(d, "nginx.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		return nil, nil, err
+	}
+	return []string{s.bin, "-p", d + "/", "-c", path, "-e", filepath.Join(d, "error.log")}, nil, nil
+}
+
+// directSetup: no proxy; the client calls the upstream with the token.
+func directSetup(*site) ([]string, []string, error) { return nil, nil, nil }
 
 // benchCallerVar holds the caller token of sidekey-callers: the very
 // Authorization the application sends, so that every peer gets the same
@@ -288,7 +361,7 @@ func helperBinary(name string) string {
 		return "fastproxy"
 	case peerNetHTTP:
 		return "stdproxy"
-	case peerSidekey, peerSidekeyRotate, peerSidekeyAlt, peerSidekeyCaller, peerSidekeyGo, peerSidekeyFwd:
+	case peerSidekey, peerSidekeyRotate, peerSidekeyAlt, peerSidekeyCaller, peerSidekeyGo, peerSidekeyFwd, peerGRPCSidekey:
 		return "sidekey"
 	case peerSidekeyBase:
 		return "sidekey-base"

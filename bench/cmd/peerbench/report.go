@@ -140,6 +140,7 @@ func (r *report) markdown() string {
 	r.base(&sb)
 	r.forward(&sb)
 	r.alternation(&sb)
+	r.grpc(&sb)
 	r.checks(&sb)
 	r.notes(&sb)
 	return sb.String()
@@ -437,15 +438,62 @@ func (r *report) alternation(sb *strings.Builder) {
 }
 
 // tablePeers are the peers of the main tables, which wrk drives; an
-// alternating run and the load client's runs have tables of their own.
+// alternating run, the load client's runs and the gRPC rows have tables of
+// their own.
 func (r *report) tablePeers() []peer {
 	var out []peer
 	for _, p := range r.peers {
-		if !p.alternate && !p.goload {
+		if !p.alternate && !p.goload && !p.grpc {
 			out = append(out, p)
 		}
 	}
 	return out
+}
+
+// grpc is the gRPC table: unary calls per second through each proxy and
+// directly, in the one layout and connection count they run in, as
+// ratios to the direct calls and to nginx.
+func (r *report) grpc(sb *strings.Builder) {
+	var ps []peer
+	for _, p := range r.peers {
+		if p.grpc {
+			ps = append(ps, p)
+		}
+	}
+	if len(ps) == 0 {
+		return
+	}
+	layout, callers := r.o.grpcCell()
+	fmt.Fprintf(sb, "## gRPC, %s, %d callers\n\n"+
+		"Unary calls of grpc-go's interop TestService (a %d-byte payload each way) from %d callers sharing %d HTTP/2 "+
+		"connections (cmd/grpcload, h2c, each call with an Authorization of its own that the proxy must replace), "+
+		"to a grpc-go upstream (cmd/grpcupstream) that admits a call only with the bearer token. "+
+		"sidekey has an h2c route; nginx an http2 listener, grpc_pass to the upstream over kept-alive connections and "+
+		"grpc_set_header Authorization; the direct row calls the upstream itself. "+
+		"Ratios are of the medians. CPU per call is the proxy's.\n\n",
+		layout, callers, r.o.body, callers, grpcConns)
+	tableHead(sb, []string{"proxy", "calls/s", "vs direct", "vs nginx", "p50 ms", "p99 ms", "CPU µs/call",
+		"proxy CPU %", "others on proxy core %", "peak RSS MiB", "runs"})
+	direct := r.cell(layout, callers, peerGRPCDirect).stat(rate)
+	nginx := r.cell(layout, callers, peerGRPCNginx).stat(rate)
+	ratio := func(a, b stat) string {
+		if a.n == 0 || b.n == 0 || b.med <= 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%.2f×", a.med/b.med)
+	}
+	for _, p := range ps {
+		c := r.cell(layout, callers, p.name)
+		rs := c.stat(rate)
+		cpu, cpuPct, rssText := oneDecimal(c.stat(cpuUS)), noDecimal(c.stat(cpuPc)), oneDecimalMax(maxOf(c, rss))
+		if p.name == peerGRPCDirect {
+			cpu, cpuPct, rssText = "–", "–", "–"
+		}
+		tableRow(sb, []string{r.label(p), rangeText(rs, thousands), ratio(rs, direct), ratio(rs, nginx),
+			rangeText(c.stat(p50), msText), rangeText(c.stat(p99), msText), cpu, cpuPct, noDecimal(c.stat(other)),
+			rssText, runsText(c)})
+	}
+	sb.WriteString("\n")
 }
 
 func ratio3(x float64) string { return fmt.Sprintf("%.3f×", x) }
