@@ -5,15 +5,12 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"log"
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/sirupsen/logrus"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http2"
 
@@ -48,7 +45,7 @@ func newH2Server(p *Proxy) *h2Server {
 	// x/net/http2 reports a client's protocol errors through ErrorLog; nil
 	// would write them to the standard logger, as lines of plain text on
 	// stderr beside the JSON ones, unscrubbed, at a rate a client chooses.
-	h.hs = &http.Server{MaxHeaderBytes: serverReadBuffer, ErrorLog: log.New(debugWriter{p.opts.Log}, "", 0)}
+	h.hs = &http.Server{MaxHeaderBytes: serverReadBuffer, ErrorLog: telemetry.StdLogger(p.opts.Log)}
 	h.srv = &http2.Server{
 		MaxConcurrentStreams: h2MaxStreams,
 		IdleTimeout:          p.opts.Limits.IdleTimeout,
@@ -77,14 +74,6 @@ func (h *h2Server) serve(c net.Conn) {
 		Handler:    http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.request(w, r, c) }),
 	})
 	_ = c.Close()
-}
-
-// debugWriter writes each line a library logs as a debug line of ours.
-type debugWriter struct{ log logrus.FieldLogger }
-
-func (w debugWriter) Write(b []byte) (int, error) {
-	w.log.Debug(strings.TrimSpace(string(b)))
-	return len(b), nil
 }
 
 // shutdown asks every HTTP/2 connection to finish (GOAWAY: no new streams,

@@ -3,6 +3,8 @@ package telemetry
 import (
 	"fmt"
 	"io"
+	"log"
+	"strings"
 
 	"github.com/sirupsen/logrus"
 )
@@ -42,3 +44,17 @@ type Printf struct{ Log logrus.FieldLogger }
 
 // Printf implements fasthttp.Logger.
 func (p Printf) Printf(format string, args ...any) { p.Log.Debugf(format, args...) }
+
+// DebugWriter writes each line a library logs (through a standard
+// library *log.Logger) as a debug line of ours: JSON like the others, and
+// scrubbed.
+type DebugWriter struct{ Log logrus.FieldLogger }
+
+func (w DebugWriter) Write(b []byte) (int, error) {
+	w.Log.Debug(strings.TrimSpace(string(b)))
+	return len(b), nil
+}
+
+// StdLogger is a standard library logger that writes through DebugWriter,
+// for a library's ErrorLog.
+func StdLogger(l logrus.FieldLogger) *log.Logger { return log.New(DebugWriter{l}, "", 0) }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"os"
 	"os/signal"
@@ -120,6 +121,11 @@ func newDaemon(ctx context.Context, cfg *config.Config, stderr io.Writer) (*daem
 	if d.log, err = telemetry.NewLogger(d.out, cfg.Log.Level, cfg.Log.Format, d.red); err != nil {
 		return nil, err
 	}
+	// Libraries that log through the standard logger (x/net/http2's
+	// client, net/http servers without an ErrorLog) write JSON debug lines
+	// of ours, scrubbed, not plain text on stderr.
+	log.SetFlags(0)
+	log.SetOutput(telemetry.DebugWriter{Log: d.log})
 	if err := d.startTelemetry(ctx, cfg); err != nil {
 		return nil, err
 	}
